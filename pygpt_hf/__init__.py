@@ -1,0 +1,28 @@
+"""pygpt_hf: a small GPT in JAX/Flax that is a real Hugging Face model package.
+
+Importing the package registers PyGPT with transformers' Auto classes, so `AutoConfig`, `AutoTokenizer`,
+`FlaxAutoModelForCausalLM` (and, with torch installed, `AutoModel` / `AutoModelForCausalLM`) load a
+pygpt checkpoint by name.
+"""
+
+from transformers import AutoConfig, FlaxAutoModel, FlaxAutoModelForCausalLM
+
+from .configuration_pygpt import PyGPTConfig
+from .modeling_flax_pygpt import FlaxPyGPTForCausalLM, FlaxPyGPTModel, FlaxPyGPTPreTrainedModel
+
+AutoConfig.register("pygpt", PyGPTConfig)
+FlaxAutoModel.register(PyGPTConfig, FlaxPyGPTModel)
+FlaxAutoModelForCausalLM.register(PyGPTConfig, FlaxPyGPTForCausalLM)
+
+# --- tokenizers (owned by the tokenizer work) ---
+# --- end tokenizers ---
+
+# --- PyTorch twin (owned by the PyTorch work) ---
+# --- end PyTorch twin ---
+
+__all__ = [
+    "PyGPTConfig",
+    "FlaxPyGPTModel",
+    "FlaxPyGPTForCausalLM",
+    "FlaxPyGPTPreTrainedModel",
+]
