@@ -1,0 +1,194 @@
+"""Speed side by side with the peers, in one process, as medians and ratios.
+
+    python scripts/benchmark.py generate         # cached greedy decoding vs transformers' FlaxGPT2LMHeadModel
+    python scripts/benchmark.py train            # train step tokens/s and MFU vs FlaxGPT2 with the same optax step
+    python scripts/benchmark.py tokenizer-train  # our BPE trainer vs tokenizers' BpeTrainer
+    python scripts/benchmark.py tokenizer-encode # our tokenizers vs GPT2Tokenizer / raw tokenizers
+
+Absolute numbers drift between runs and machines; the ratios, measured side by side, are the figures.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling bench_*.py modules
+
+SHAPES = {"tiny": dict(n_layer=4, n_embd=128, n_head=4), "small": dict(n_layer=6, n_embd=384, n_head=6)}
+VOCAB = 512
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_pair(shape: dict, n_positions: int):
+    """Our model and FlaxGPT2 with the same shape (layers, width, heads, vocab, context), f32."""
+    import pygpt_hf  # noqa: F401
+    from transformers import FlaxGPT2LMHeadModel, GPT2Config
+
+    from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
+
+    ours = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=VOCAB, n_positions=n_positions, **shape), seed=0)
+    gpt2 = FlaxGPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=n_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                   bos_token_id=256, eos_token_id=256, **shape),
+        seed=0,
+    )
+    return {"pygpt": ours, "FlaxGPT2": gpt2}
+
+
+def count_params(params) -> int:
+    import jax
+
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+# ----------------------------------------------------------------------------------------------------------
+def bench_generate(args) -> None:
+    """Greedy decoding with the KV cache, every row running all new tokens (eos outside the vocabulary)."""
+    import jax
+    import jax.numpy as jnp
+
+    prompt_len, new = 16, args.new_tokens
+    print(f"cached greedy generation: {prompt_len}-token prompt + {new} new tokens, f32, median of {args.repeats}")
+    print(f"{'shape':<8}{'batch':>6}{'model':>10}{'generate tok/s':>16}{'jit(generate) tok/s':>21}{'best':>10}")
+    for shape_name in args.shapes:
+        models = build_pair(SHAPES[shape_name], n_positions=prompt_len + new)
+        for batch in args.batches:
+            prompt = jnp.asarray(jax.random.randint(jax.random.PRNGKey(0), (batch, prompt_len), 0, 256))
+            best = {}
+            for name, model in models.items():
+                kwargs = dict(max_new_tokens=new, do_sample=False, eos_token_id=VOCAB + 7, pad_token_id=0)
+                plain = lambda: model.generate(prompt, **kwargs).sequences.block_until_ready()  # noqa: E731
+                jitted_fn = jax.jit(lambda ids: model.generate(ids, **kwargs).sequences)
+                jitted = lambda: jitted_fn(prompt).block_until_ready()  # noqa: E731
+                rates = [batch * new / median_seconds(f, args.repeats) for f in (plain, jitted)]
+                best[name] = max(rates)
+                print(f"{shape_name:<8}{batch:>6}{name:>10}{rates[0]:>16,.0f}{rates[1]:>21,.0f}{best[name]:>10,.0f}")
+            print(f"{'':<14}ratio pygpt / FlaxGPT2 (best of each): {best['pygpt'] / best['FlaxGPT2']:.2f}x")
+    if args.torch:
+        bench_generate_torch(args)
+
+
+def bench_generate_torch(args) -> None:
+    """The PyTorch twin's cached greedy decoding, for comparison with the Flax figures above."""
+    try:
+        import torch
+    except ImportError:
+        print("torch not installed: skipping the PyTorch twin")
+        return
+    from pygpt_hf import PyGPTConfig
+    from pygpt_hf.modeling_pygpt import PyGPTForCausalLM
+
+    prompt_len, new = 16, args.new_tokens
+    print(f"PyTorch twin, cached greedy generation, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for shape_name in args.shapes:
+        model = PyGPTForCausalLM(PyGPTConfig(vocab_size=VOCAB, n_positions=prompt_len + new, **SHAPES[shape_name]))
+        model.eval()
+        for batch in args.batches:
+            prompt = torch.randint(0, 256, (batch, prompt_len))
+
+            def run():
+                with torch.no_grad():
+                    model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new,
+                                   min_new_tokens=new, do_sample=False, eos_token_id=VOCAB + 7, pad_token_id=0)
+
+            rate = batch * new / median_seconds(run, args.repeats)
+            print(f"{shape_name:<8}{batch:>6}{'torch twin':>12}{rate:>16,.0f} tok/s")
+
+
+# ----------------------------------------------------------------------------------------------------------
+def matmul_peak_gflops(size: int = 1536, repeats: int = 5) -> float:
+    """This machine's f32 matmul rate through XLA, the denominator of MFU."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    seconds = median_seconds(lambda: matmul(a).block_until_ready(), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def bench_train(args) -> None:
+    """One AdamW train step (same optax step for both models), tokens/s and model FLOP/s as MFU."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    peak = matmul_peak_gflops()
+    print(f"f32 matmul peak (XLA, 1536^2, median): {peak:.0f} GFLOP/s")
+    print(f"{'shape':<24}{'model':>10}{'ms/step':>10}{'tok/s':>10}{'MFU':>7}")
+    for shape_name, seq, batch in (("tiny", 64, 12), ("small", 256, 8)):
+        shape = SHAPES[shape_name]
+        models = build_pair(shape, n_positions=seq)
+        data = jax.random.randint(jax.random.PRNGKey(0), (batch, seq + 1), 0, VOCAB)
+        results = {}
+        for name, model in models.items():
+            optimizer = optax.adamw(3e-4, weight_decay=0.1)
+
+            def loss_fn(params, batch_ids, dropout_rng, model=model):
+                logits = model(batch_ids[:, :-1], params=params, dropout_rng=dropout_rng, train=True).logits
+                return optax.softmax_cross_entropy_with_integer_labels(logits, batch_ids[:, 1:]).mean()
+
+            def step(params, opt_state, rng, batch_ids, loss_fn=loss_fn, optimizer=optimizer):
+                rng, dropout_rng = jax.random.split(rng)
+                loss, grads = jax.value_and_grad(loss_fn)(params, batch_ids, dropout_rng)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state, rng, loss
+
+            step = jax.jit(step, donate_argnums=(0, 1, 2))
+            state = [jax.tree_util.tree_map(jnp.copy, model.params), None, jax.random.PRNGKey(1)]
+            state[1] = optimizer.init(state[0])
+
+            def run(state=state, step=step):
+                state[0], state[1], state[2], loss = step(state[0], state[1], state[2], data)
+                loss.block_until_ready()
+
+            seconds = median_seconds(run, args.repeats)
+            n_params = count_params(model.params)
+            tokens = batch * seq
+            flops = 6 * n_params * tokens + 12 * shape["n_layer"] * shape["n_embd"] * seq * tokens
+            results[name] = seconds
+            label = f"{shape_name} {shape['n_layer']}x{shape['n_embd']} seq {seq} b {batch}"
+            print(f"{label:<24}{name:>10}{seconds * 1e3:>10.1f}{tokens / seconds:>10,.0f}"
+                  f"{flops / seconds / 1e9 / peak:>7.0%}")
+        print(f"{'':<24}speed ratio pygpt / FlaxGPT2: {results['FlaxGPT2'] / results['pygpt']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="cached greedy generation vs FlaxGPT2")
+    gen.add_argument("--shapes", nargs="+", default=["tiny", "small"], choices=list(SHAPES))
+    gen.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    gen.add_argument("--new-tokens", type=int, default=200)
+    gen.add_argument("--repeats", type=int, default=3)
+    gen.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
+    train = sub.add_parser("train", help="train step vs FlaxGPT2")
+    train.add_argument("--repeats", type=int, default=5)
+    for name in ("tokenizer-train", "tokenizer-encode"):
+        sub.add_parser(name, help="see scripts/bench_tokenizer.py", add_help=False)
+    args, rest = parser.parse_known_args()
+
+    if args.command == "generate":
+        bench_generate(args)
+    elif args.command == "train":
+        bench_train(args)
+    else:
+        import bench_tokenizer
+
+        sys.argv = [sys.argv[0], args.command.removeprefix("tokenizer-"), *rest]
+        bench_tokenizer.main()
+
+
+if __name__ == "__main__":
+    main()
