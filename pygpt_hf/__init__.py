@@ -15,6 +15,13 @@ FlaxAutoModel.register(PyGPTConfig, FlaxPyGPTModel)
 FlaxAutoModelForCausalLM.register(PyGPTConfig, FlaxPyGPTForCausalLM)
 
 # --- tokenizers (owned by the tokenizer work) ---
+from transformers import AutoTokenizer
+
+from .bpe import train_tokenizer
+from .tokenization_pygpt import PyGPTTokenizer
+from .tokenization_pygpt_fast import PyGPTTokenizerFast
+
+AutoTokenizer.register(PyGPTConfig, slow_tokenizer_class=PyGPTTokenizer, fast_tokenizer_class=PyGPTTokenizerFast)
 # --- end tokenizers ---
 
 # --- PyTorch twin (owned by the PyTorch work) ---
@@ -26,3 +33,4 @@ __all__ = [
     "FlaxPyGPTForCausalLM",
     "FlaxPyGPTPreTrainedModel",
 ]
+__all__ += ["PyGPTTokenizer", "PyGPTTokenizerFast", "train_tokenizer"]

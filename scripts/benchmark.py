@@ -21,13 +21,20 @@ VOCAB = 512
 
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: compile
-    times = []
+    return interleaved_medians({"only": fn}, repeats)["only"]
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median wall time of each function, running them in turn so that load drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up: compile
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_pair(shape: dict, n_positions: int):
@@ -65,13 +72,16 @@ def bench_generate(args) -> None:
         models = build_pair(SHAPES[shape_name], n_positions=prompt_len + new)
         for batch in args.batches:
             prompt = jnp.asarray(jax.random.randint(jax.random.PRNGKey(0), (batch, prompt_len), 0, 256))
-            best = {}
+            runs = {}
             for name, model in models.items():
                 kwargs = dict(max_new_tokens=new, do_sample=False, eos_token_id=VOCAB + 7, pad_token_id=0)
-                plain = lambda: model.generate(prompt, **kwargs).sequences.block_until_ready()  # noqa: E731
-                jitted_fn = jax.jit(lambda ids: model.generate(ids, **kwargs).sequences)
-                jitted = lambda: jitted_fn(prompt).block_until_ready()  # noqa: E731
-                rates = [batch * new / median_seconds(f, args.repeats) for f in (plain, jitted)]
+                jitted_fn = jax.jit(lambda ids, model=model, kwargs=kwargs: model.generate(ids, **kwargs).sequences)
+                runs[(name, "plain")] = lambda m=model, k=kwargs: m.generate(prompt, **k).sequences.block_until_ready()
+                runs[(name, "jit")] = lambda f=jitted_fn: f(prompt).block_until_ready()
+            seconds = interleaved_medians(runs, args.repeats)
+            best = {}
+            for name in models:
+                rates = [batch * new / seconds[(name, kind)] for kind in ("plain", "jit")]
                 best[name] = max(rates)
                 print(f"{shape_name:<8}{batch:>6}{name:>10}{rates[0]:>16,.0f}{rates[1]:>21,.0f}{best[name]:>10,.0f}")
             print(f"{'':<14}ratio pygpt / FlaxGPT2 (best of each): {best['pygpt'] / best['FlaxGPT2']:.2f}x")
@@ -131,7 +141,7 @@ def bench_train(args) -> None:
         shape = SHAPES[shape_name]
         models = build_pair(shape, n_positions=seq)
         data = jax.random.randint(jax.random.PRNGKey(0), (batch, seq + 1), 0, VOCAB)
-        results = {}
+        runs, flops = {}, {}
         for name, model in models.items():
             optimizer = optax.adamw(3e-4, weight_decay=0.1)
 
@@ -146,21 +156,21 @@ def bench_train(args) -> None:
                 return optax.apply_updates(params, updates), opt_state, rng, loss
 
             step = jax.jit(step, donate_argnums=(0, 1, 2))
-            state = [jax.tree_util.tree_map(jnp.copy, model.params), None, jax.random.PRNGKey(1)]
-            state[1] = optimizer.init(state[0])
+            params = jax.tree_util.tree_map(jnp.copy, model.params)
+            state = [params, optimizer.init(params), jax.random.PRNGKey(1)]
 
             def run(state=state, step=step):
                 state[0], state[1], state[2], loss = step(state[0], state[1], state[2], data)
                 loss.block_until_ready()
 
-            seconds = median_seconds(run, args.repeats)
-            n_params = count_params(model.params)
+            runs[name] = run
             tokens = batch * seq
-            flops = 6 * n_params * tokens + 12 * shape["n_layer"] * shape["n_embd"] * seq * tokens
-            results[name] = seconds
+            flops[name] = 6 * count_params(model.params) * tokens + 12 * shape["n_layer"] * shape["n_embd"] * seq * tokens
+        results = interleaved_medians(runs, args.repeats)
+        for name, seconds in results.items():
             label = f"{shape_name} {shape['n_layer']}x{shape['n_embd']} seq {seq} b {batch}"
-            print(f"{label:<24}{name:>10}{seconds * 1e3:>10.1f}{tokens / seconds:>10,.0f}"
-                  f"{flops / seconds / 1e9 / peak:>7.0%}")
+            print(f"{label:<24}{name:>10}{seconds * 1e3:>10.1f}{batch * seq / seconds:>10,.0f}"
+                  f"{flops[name] / seconds / 1e9 / peak:>7.0%}")
         print(f"{'':<24}speed ratio pygpt / FlaxGPT2: {results['FlaxGPT2'] / results['pygpt']:.2f}x")
 
 

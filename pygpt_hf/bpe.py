@@ -1,0 +1,231 @@
+"""Byte-level BPE training: texts in, merges out (and a ready Hugging Face tokenizer on top).
+
+The algorithm, start to end:
+
+1. Pre-split every text with a regex (GPT-4's cl100k pattern) into chunks -- words with their leading space,
+   1-3 digit numbers, punctuation runs, whitespace -- and count each distinct chunk once. Merges never cross
+   a chunk boundary, and the rest of training works on ~60k distinct chunks instead of millions of words.
+   (This pattern beats GPT-2's: 4.07 vs 3.67 bytes/token at 32k on our gutenberg corpus.)
+2. Each chunk becomes a list of token ids, starting from its UTF-8 bytes (id == byte value).
+3. Count every adjacent pair (weighted by chunk frequency) and remember which chunks hold it.
+4. Repeat until the vocabulary is full: take the most frequent pair from a heap, give it a new id, rewrite
+   only the chunks that hold it, and adjust the counts of the pairs those chunks lost and gained.
+
+Naive BPE recounts every pair of the whole corpus after each merge (hours for 32k merges). Here one merge
+costs only the chunks it touches: 32k merges on the 6.7 MB gutenberg corpus take ~2.5 s of CPU (0.7 s
+counting chunks, the rest merging), about what `tokenizers`' Rust BpeTrainer spends. Same input -> same
+merges, byte for byte: ties between equally frequent pairs go to the smallest (left id, right id).
+
+Token id layout (fixed across the project, so special ids stay put at every vocab size):
+    0..255  the single bytes (id == byte value)
+    256     <|endoftext|>   (bos and eos)
+    257     <|pad|>
+    258..   merges, in the order they were learned
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+
+import regex
+from tqdm.auto import tqdm
+
+from .tokenization_pygpt import GPT4_SPLIT_PATTERN, SPECIAL_TOKENS, bytes_to_unicode
+from .tokenization_pygpt_fast import PyGPTTokenizerFast, build_backend_tokenizer
+
+N_BYTES = 256
+FIRST_MERGE_ID = N_BYTES + len(SPECIAL_TOKENS)  # 258
+
+
+def count_chunks(texts: Iterable[str], pattern: str = GPT4_SPLIT_PATTERN, show_progress: bool = True) -> Counter:
+    """How often each pre-split chunk occurs in `texts` (any iterable, e.g. a streaming dataset's column)."""
+    split = regex.compile(pattern).findall
+    counts: Counter = Counter()
+    for text in tqdm(texts, desc="counting chunks", unit=" texts", disable=not show_progress):
+        counts.update(split(text))
+    return counts
+
+
+def merge_word(
+    ids: list[int], a: int, b: int, new_id: int, count: int, pair_counts: dict[tuple[int, int], int]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Replace every (a, b) in `ids` (left to right) by `new_id`, and update `pair_counts` by the pairs around
+    each replacement only: x a b y -> x N y loses (x, a), (b, y) and gains (x, N), (N, y), each `count` times.
+
+    Returns the new ids and the pairs gained (all contain `new_id`). The count of (a, b) itself is left
+    alone: the caller drops that pair. Two back-to-back replacements (a b a b -> N N) share the middle pair.
+    """
+    out: list[int] = []
+    i, n = 0, len(ids)
+    gained = []
+    while i < n:
+        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
+            if out:  # left neighbour: (x, a) -> (x, N), or (b, a) -> (N, N) after a replacement
+                pair_counts[ids[i - 1], a] -= count
+                pair = (out[-1], new_id)
+                pair_counts[pair] += count
+                gained.append(pair)
+            if i + 2 < n and not (i + 3 < n and ids[i + 2] == a and ids[i + 3] == b):  # right neighbour
+                pair_counts[b, ids[i + 2]] -= count
+                pair = (new_id, ids[i + 2])
+                pair_counts[pair] += count
+                gained.append(pair)
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out, gained
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector: training makes millions of small tuples, lists and sets (none in a
+    cycle), which would trigger it hundreds of times, each pass scanning them all (~25% of the run time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    pattern: str = GPT4_SPLIT_PATTERN,
+    show_progress: bool = True,
+) -> list[tuple[bytes, bytes]]:
+    """Learn byte-level BPE merges until the vocabulary (bytes + 2 specials + merges) holds `vocab_size` tokens.
+
+    Returns the merges in the order learned, as pairs of token byte strings; `layout_vocab` turns them into
+    the id layout above. Stops early (fewer tokens) if the corpus runs out of pairs.
+    """
+    if vocab_size < FIRST_MERGE_ID:
+        raise ValueError(
+            f"vocab_size must be at least {FIRST_MERGE_ID} (256 bytes + {len(SPECIAL_TOKENS)} special tokens), "
+            f"got {vocab_size}"
+        )
+    chunk_counts = count_chunks(texts, pattern, show_progress)
+    if not chunk_counts:
+        raise ValueError("cannot train a tokenizer on an empty corpus (no text found)")
+    with _gc_paused():
+        return learn_merges(chunk_counts, vocab_size, show_progress)
+
+
+def learn_merges(
+    chunk_counts: dict[str, int], vocab_size: int, show_progress: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """Steps 2-4 of the module docstring, on {chunk: count}."""
+    # words[i]: the token ids of distinct chunk i; counts[i]: how often it occurs. One-byte chunks hold no pair.
+    words: list[list[int]] = []
+    counts: list[int] = []
+    for chunk, count in chunk_counts.items():
+        ids = list(chunk.encode("utf-8"))
+        if len(ids) > 1:
+            words.append(ids)
+            counts.append(count)
+
+    # pair_counts[(a, b)]: occurrences in the corpus; where[(a, b)]: chunks that hold (or once held) the pair.
+    pair_counts: defaultdict[tuple[int, int], int] = defaultdict(int)
+    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+    for i, (ids, count) in enumerate(zip(words, counts)):
+        for pair in pairwise(ids):
+            pair_counts[pair] += count
+            where[pair].add(i)
+
+    # Max-heap via negated counts; ties pop the smallest (a, b). Entries go stale when a pair's count drops
+    # (lazy invalidation): on pop we compare with the live count and push the pair back with its true count
+    # if it changed. A pair's count only grows when it contains the token just made, and those pairs are
+    # pushed right after each merge, so every entry is >= its pair's live count: the first up-to-date entry
+    # popped is the best pair.
+    heap = [(-count, a, b) for (a, b), count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    token_bytes = [bytes([i]) for i in range(N_BYTES)] + [t.encode("utf-8") for t in SPECIAL_TOKENS]
+    id_of = {tb: i for i, tb in enumerate(token_bytes[:N_BYTES])}  # only bytes and merges, never specials
+    merges: list[tuple[bytes, bytes]] = []
+    progress = tqdm(total=vocab_size - len(token_bytes), desc="merging", unit=" merges", disable=not show_progress)
+    while len(token_bytes) < vocab_size and heap:
+        neg_count, a, b = heapq.heappop(heap)
+        count = pair_counts.get((a, b), 0)
+        if count != -neg_count:  # stale entry
+            if count > 0:
+                heapq.heappush(heap, (-count, a, b))
+            continue
+
+        # Should two different merges ever spell the same bytes, they share one id (as in `tokenizers`).
+        new_bytes = token_bytes[a] + token_bytes[b]
+        new_id = id_of.get(new_bytes)
+        if new_id is None:
+            new_id = id_of[new_bytes] = len(token_bytes)
+            token_bytes.append(new_bytes)
+            progress.update()
+        merges.append((token_bytes[a], token_bytes[b]))
+
+        # Rewrite only the chunks holding (a, b), adjusting the counts of the pairs around each replacement.
+        grown: set[tuple[int, int]] = set()
+        for i in where.pop((a, b)):
+            if a not in words[i] or b not in words[i]:  # lost the pair to an earlier merge (cheap, catches most)
+                continue
+            words[i], gained = merge_word(words[i], a, b, new_id, counts[i], pair_counts)
+            for pair in gained:
+                where[pair].add(i)
+            grown.update(gained)
+        del pair_counts[(a, b)]
+        for pair in grown:
+            heapq.heappush(heap, (-pair_counts[pair], *pair))
+    progress.close()
+    return merges
+
+
+def layout_vocab(merges: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Token byte strings in id order: 256 bytes, the specials, then each distinct merge result as learned."""
+    specials = [t.encode("utf-8") for t in SPECIAL_TOKENS]
+    tokens = [bytes([i]) for i in range(N_BYTES)] + specials
+    seen = set(tokens[:N_BYTES])
+    for left, right in merges:
+        merged = left + right
+        if merged in specials:  # impossible with the GPT-4 pattern (it splits "<|" from letters)
+            raise ValueError(f"a merge spells the special token {merged!r}; use a split pattern that prevents it")
+        if merged not in seen:
+            seen.add(merged)
+            tokens.append(merged)
+    return tokens
+
+
+def to_vocab_and_merges(merges: list[tuple[bytes, bytes]]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The GPT-2 byte-level file format: vocab {token string: id}, merges [(left, right)] as printable strings.
+
+    Each byte maps to one printable character (`bytes_to_unicode`, e.g. space -> "Ġ"). Printable ASCII maps
+    to itself, so the specials read as typed ("<|endoftext|>").
+    """
+    byte_to_char = bytes_to_unicode()
+
+    def show(token: bytes) -> str:
+        return "".join(byte_to_char[b] for b in token)
+
+    vocab = {show(token): i for i, token in enumerate(layout_vocab(merges))}
+    return vocab, [(show(left), show(right)) for left, right in merges]
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    model_max_length: int = 512,
+    show_progress: bool = True,
+) -> PyGPTTokenizerFast:
+    """Train our BPE on `texts` and return a ready `PyGPTTokenizerFast` (save it with `save_pretrained`).
+
+    >>> tok = train_tokenizer(["some text", "more text"], vocab_size=300)
+    >>> tok.save_pretrained("my-tokenizer")  # tokenizer.json, vocab.json, merges.txt, configs
+    """
+    vocab, merges = to_vocab_and_merges(train_bpe(texts, vocab_size, show_progress=show_progress))
+    backend = build_backend_tokenizer(vocab, merges)
+    return PyGPTTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length)

@@ -1,0 +1,121 @@
+"""Train PyGPT's byte-level BPE tokenizer on a dataset and save a folder `AutoTokenizer` loads.
+
+    python scripts/train_tokenizer.py --dataset ../shared/data/gutenberg.jsonl --vocab-size 8192 \
+        --output-dir out/tokenizer [--text-column text] [--split train] [--push-to-hub user/name]
+
+--dataset is a local .txt/.json/.jsonl/.parquet file, a folder of them, or a Hub dataset id; it is streamed
+(`datasets`, streaming=True), so it may be larger than memory. The folder is written to a temporary
+sibling and renamed into place only when complete, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+
+from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
+from pygpt_hf.training.sources import RowStats, open_source, render_record
+
+
+class CliError(Exception):
+    """Bad input: printed as one clear line, exit status 1."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, help="local file/folder (.txt, .json, .jsonl, .parquet) or Hub id")
+    parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    parser.add_argument("--split", default="train", help="split of a Hub dataset (default: train)")
+    parser.add_argument("--vocab-size", type=int, required=True, help="total tokens: 256 bytes + 2 specials + merges")
+    parser.add_argument("--output-dir", required=True, help="folder to write (must not exist, or --overwrite)")
+    parser.add_argument("--model-max-length", type=int, default=512, help="the model's n_positions (default 512)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the tokenizer to this Hub repo")
+    return parser.parse_args(argv)
+
+
+def read_texts(dataset: str, text_column: str, split: str, stats: RowStats):
+    """The dataset's texts, streamed; fails early and by name on a missing file, column or empty dataset."""
+    try:
+        records = iter(open_source(dataset, split=split))
+        first = next(records, None)
+    except StopIteration:  # how `datasets` reports an empty json file
+        first = None
+    except Exception as err:  # datasets raises many kinds (FileNotFoundError, DatasetNotFoundError, ...)
+        detail = str(err) or type(err).__name__
+        raise CliError(detail if dataset in detail else f"cannot read --dataset {dataset}: {detail}") from err
+    if first is None:
+        raise CliError(f"--dataset {dataset} is empty (no records)")
+    if text_column not in first:
+        raise CliError(
+            f"--dataset {dataset} has no column {text_column!r} (columns: {', '.join(first)}); "
+            f"choose one with --text-column"
+        )
+    for record in itertools.chain([first], records):
+        yield from render_record(record, "text", text_column, stats)
+
+
+def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
+    """save_pretrained into a temporary sibling folder, then rename it to `output_dir`."""
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+        tokenizer.save_pretrained(staging)
+        if os.path.exists(output_dir):  # only with --overwrite (checked before training)
+            old = staging + ".old"
+            os.rename(output_dir, old)
+            os.rename(staging, output_dir)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.vocab_size < FIRST_MERGE_ID:
+            raise CliError(
+                f"--vocab-size must be at least {FIRST_MERGE_ID} (256 bytes + <|endoftext|> + <|pad|>), "
+                f"got {args.vocab_size}"
+            )
+        if os.path.exists(args.output_dir) and not args.overwrite and os.listdir(args.output_dir):
+            raise CliError(f"--output-dir {args.output_dir} exists and is not empty; pass --overwrite to replace it")
+        print(f"training a {args.vocab_size}-token byte-level BPE on {args.dataset} (column {args.text_column!r})")
+        stats = RowStats()
+        try:
+            tokenizer = train_tokenizer(
+                read_texts(args.dataset, args.text_column, args.split, stats),
+                vocab_size=args.vocab_size,
+                model_max_length=args.model_max_length,
+            )
+        except ValueError as err:  # e.g. no text at all
+            raise CliError(f"--dataset {args.dataset}: {err} ({stats.summary()})") from err
+    except CliError as err:
+        print(f"train_tokenizer.py: error: {err}", file=sys.stderr)
+        return 1
+
+    print(f"rows: {stats.summary()}")
+    if len(tokenizer) < args.vocab_size:
+        print(f"note: the corpus ran out of pairs to merge: {len(tokenizer)} tokens, not {args.vocab_size}")
+    save_atomically(tokenizer, args.output_dir, args.overwrite)
+    print(f"saved {len(tokenizer)} tokens to {args.output_dir} (AutoTokenizer.from_pretrained loads it)")
+    if args.push_to_hub:
+        tokenizer.push_to_hub(args.push_to_hub)
+        print(f"pushed to the Hub: {args.push_to_hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
