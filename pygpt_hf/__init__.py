@@ -25,6 +25,16 @@ AutoTokenizer.register(PyGPTConfig, slow_tokenizer_class=PyGPTTokenizer, fast_to
 # --- end tokenizers ---
 
 # --- PyTorch twin (owned by the PyTorch work) ---
+# torch is an optional extra: without it, `import pygpt_hf` still works and only the Flax side is registered
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("torch") is not None:
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from .modeling_pygpt import PyGPTForCausalLM, PyGPTModel, PyGPTPreTrainedModel
+
+    AutoModel.register(PyGPTConfig, PyGPTModel)
+    AutoModelForCausalLM.register(PyGPTConfig, PyGPTForCausalLM)
 # --- end PyTorch twin ---
 
 __all__ = [
@@ -34,3 +44,5 @@ __all__ = [
     "FlaxPyGPTPreTrainedModel",
 ]
 __all__ += ["PyGPTTokenizer", "PyGPTTokenizerFast", "train_tokenizer"]
+if _importlib_util.find_spec("torch") is not None:
+    __all__ += ["PyGPTModel", "PyGPTForCausalLM", "PyGPTPreTrainedModel"]

@@ -10,6 +10,7 @@ This file travels with saved checkpoints (remote code), so it imports only its s
 """
 
 import os
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -302,10 +303,9 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         input_ids = jnp.zeros(input_shape, dtype="i4")
         position_ids = jnp.broadcast_to(jnp.arange(input_shape[-1]), input_shape)
         params_rng, dropout_rng = jax.random.split(rng)
-        random_params = self.module.init(
-            {"params": params_rng, "dropout": dropout_rng}, input_ids, jnp.ones_like(input_ids), position_ids,
-            return_dict=False,
-        )["params"]
+        init = jax.jit(partial(self.module.init, return_dict=False))  # one compiled program, not ~100 small ones
+        random_params = init({"params": params_rng, "dropout": dropout_rng}, input_ids, jnp.ones_like(input_ids),
+                             position_ids)["params"]
         if params is None:
             return random_params
         # Loading a checkpoint that lacks some weights (e.g. a base model into the LM): fill those from init.
@@ -319,10 +319,9 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         """An empty KV cache for decoding up to `max_length` tokens (zeros of shape (B, max_length, H, D))."""
         input_ids = jnp.ones((batch_size, max_length), dtype="i4")
         position_ids = jnp.broadcast_to(jnp.arange(max_length), input_ids.shape)
-        variables = self.module.init(
-            jax.random.PRNGKey(0), input_ids, None, position_ids, return_dict=False, init_cache=True
-        )
-        return unfreeze(variables["cache"])
+        init = partial(self.module.init, return_dict=False, init_cache=True)
+        cache_shapes = jax.eval_shape(init, jax.random.PRNGKey(0), input_ids, None, position_ids)["cache"]
+        return jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), unfreeze(cache_shapes))  # no compute
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, params: dict | None = None,
                  past_key_values: dict | None = None, dropout_rng: jax.Array | None = None, train: bool = False,
