@@ -1,0 +1,38 @@
+"""The harness that makes models: data pipeline, train state and step, checkpoints, metrics, Hub pushes.
+
+One module per concern, in the order data flows:
+    settings.py    the run's settings (flags and --config fill one dataclass)
+    sources.py     Hub dataset or local files, streamed; records rendered to text (text/dolly/alpaca)
+    tokenizer.py   load a tokenizer, or train our BPE on the training documents
+    data.py        tokenize (batched map), pack into seq_len+1 blocks, seeded shuffle buffer, eval set
+    state.py       model, AdamW + warmup/cosine schedule, the TrainState pytree
+    step.py        the jitted train step (grad accumulation, donated state) and eval step
+    sharding.py    the device mesh: data parallel or FSDP, multi-process setup
+    checkpoint.py  atomic checkpoints = HF model folder + training state (safetensors + JSON)
+    metrics.py     progress bar, metrics.jsonl, loss-curve PNG
+    hub.py         push the output folder, one commit per checkpoint
+    sample.py      a text sample at the end
+    loop.py        train(settings): the run, top to bottom
+"""
+
+from .data import NoUsableData
+from .loop import TrainingDiverged, TrainResult, train
+from .settings import TrainSettings, parse_settings
+from .state import TrainState, build_model, create_train_state, make_optimizer, model_config
+from .step import make_eval_step, make_train_step
+
+__all__ = [
+    "NoUsableData",
+    "TrainResult",
+    "TrainSettings",
+    "TrainState",
+    "TrainingDiverged",
+    "build_model",
+    "create_train_state",
+    "make_eval_step",
+    "make_optimizer",
+    "make_train_step",
+    "model_config",
+    "parse_settings",
+    "train",
+]

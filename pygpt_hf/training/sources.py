@@ -1,0 +1,153 @@
+"""Where text comes from: a Hub dataset or local files, streamed, and records rendered to plain text.
+
+Every source becomes a `datasets.IterableDataset` read with `streaming=True`, so a corpus larger than
+memory (or a Hub dataset) is read lazily, and its position can be checkpointed (`state_dict()`).
+
+Records become text in exactly one way per `--format`:
+- `text`:   the `--text-column` value, as is.
+- `dolly`:  {instruction, context, response} (Databricks Dolly-15k), through `INSTRUCTION_TEMPLATE`.
+- `alpaca`: {instruction, input, output} (Stanford Alpaca), through the same template; the nested form
+            {instruction, instances: [{input, output}, ...]} (Alpaca's seed tasks) gives one document per
+            instance.
+Rows that are empty, not strings, or lack a field are skipped and counted (`RowStats`), never crash a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+
+# One instruction template for every instruction format. The context block appears only when there is
+# context. A document ends after the response; the data pipeline appends <|endoftext|> to it.
+INSTRUCTION_TEMPLATE = "### Instruction:\n{instruction}\n\n{context_block}### Response:\n{response}"
+CONTEXT_BLOCK = "### Input:\n{context}\n\n"
+
+LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+EMBEDDED_CORPUS_NAME = "tinyshakespeare (embedded)"
+
+
+def embedded_corpus_path() -> str:
+    """The tinyshakespeare text shipped inside the package: the offline default corpus."""
+    return str(resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt")
+
+
+def render_instruction(instruction: str, response: str, context: str | None = None) -> str:
+    """Fill `INSTRUCTION_TEMPLATE`: the one place that decides what an instruction record looks like."""
+    context_block = CONTEXT_BLOCK.format(context=context) if context and context.strip() else ""
+    return INSTRUCTION_TEMPLATE.format(instruction=instruction, context_block=context_block, response=response)
+
+
+@dataclass
+class RowStats:
+    """How many rows were read, used, and skipped (by reason), plus the columns seen, for the log."""
+
+    rows: int = 0
+    used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    columns_seen: set = field(default_factory=set)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
+        return f"{self.rows} rows read, {self.used} used, skipped: {reasons}"
+
+
+def _field(record: dict, name: str, stats: RowStats, required: bool = True) -> str | None:
+    """record[name] as a non-blank string, or None after counting why not."""
+    value = record.get(name)
+    if value is None:
+        if required:
+            stats.skipped[f"lack column {name!r}"] += 1
+        return None
+    if not isinstance(value, str):
+        stats.skipped[f"have a non-string {name!r}"] += 1
+        return None
+    if required and not value.strip():
+        stats.skipped[f"have an empty {name!r}"] += 1
+        return None
+    return value
+
+
+def render_record(record: dict, fmt: str, text_column: str, stats: RowStats) -> list[str]:
+    """The documents (usually one) a record renders to; [] when the row is skipped (and counted)."""
+    stats.rows += 1
+    stats.columns_seen.update(k for k, v in record.items() if v is not None)
+    docs: list[str] = []
+    if fmt == "text":
+        text = _field(record, text_column, stats)
+        docs = [text] if text is not None else []
+    elif fmt == "dolly":
+        instruction = _field(record, "instruction", stats)
+        response = _field(record, "response", stats) if instruction is not None else None
+        context = _field(record, "context", stats, required=False) if response is not None else None
+        if response is not None:
+            docs = [render_instruction(instruction, response, context)]
+    elif fmt == "alpaca":
+        instruction = _field(record, "instruction", stats)
+        if instruction is not None and isinstance(record.get("instances"), list):
+            for instance in record["instances"]:  # seed-task form: one document per instance
+                output = instance.get("output") if isinstance(instance, dict) else None
+                if isinstance(output, str) and output.strip():
+                    context = instance.get("input") if isinstance(instance.get("input"), str) else None
+                    docs.append(render_instruction(instruction, output, context))
+            if not docs:
+                stats.skipped["have no usable 'instances'"] += 1
+        elif instruction is not None:
+            response = _field(record, "output", stats)
+            context = _field(record, "input", stats, required=False) if response is not None else None
+            if response is not None:
+                docs = [render_instruction(instruction, response, context)]
+    else:
+        raise ValueError(f"unknown --format {fmt!r}; expected text, dolly or alpaca")
+    stats.used += bool(docs)
+    return docs
+
+
+def _local_files(path: str) -> tuple[str, list[str]]:
+    """(builder name, sorted files) for a local file or a folder of files of one kind."""
+    if os.path.isfile(path):
+        files = [path]
+    else:
+        files = sorted(
+            os.path.join(root, name)
+            for root, _, names in os.walk(path)
+            for name in names
+            if os.path.splitext(name)[1].lower() in LOCAL_BUILDERS and not name.startswith(".")
+        )
+        if not files:
+            raise ValueError(f"--dataset {path}: no .txt, .json, .jsonl or .parquet files in this folder")
+    builders = {LOCAL_BUILDERS.get(os.path.splitext(f)[1].lower()) for f in files}
+    if None in builders:
+        raise ValueError(f"--dataset {path}: unsupported file type; use .txt, .json, .jsonl or .parquet")
+    if len(builders) > 1:
+        raise ValueError(f"--dataset {path}: mixes file kinds ({', '.join(sorted(builders))}); use one kind per folder")
+    return builders.pop(), files
+
+
+def describe_source(dataset: str | None) -> str:
+    return EMBEDDED_CORPUS_NAME if dataset is None else dataset
+
+
+def open_source(dataset: str | None, split: str = "train", txt_sample_by: str = "paragraph"):
+    """A streaming `IterableDataset` of raw records for `--dataset` (None = the embedded corpus).
+
+    A path that exists is read locally (`text`, `json` or `parquet` builder; for .txt files one record is
+    a line, a paragraph or the whole file, per `txt_sample_by`); anything else is taken as a Hub dataset id.
+    """
+    from datasets import load_dataset
+
+    path = embedded_corpus_path() if dataset is None else os.path.expanduser(dataset)
+    if os.path.exists(path):
+        builder, files = _local_files(path)
+        extra = {"sample_by": txt_sample_by} if builder == "text" else {}
+        # Local files form a single split that `datasets` names "train", whatever --split says.
+        return load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+    if dataset.endswith(tuple(LOCAL_BUILDERS)) or dataset.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--dataset {dataset}: no such file or folder")
+    try:
+        return load_dataset(dataset, split=split, streaming=True)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise ValueError(f"--dataset {dataset}: no split {split!r} ({err}); pick one with --split") from err
+        raise

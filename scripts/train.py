@@ -1,0 +1,61 @@
+"""Train a PyGPT model and save it as a Hugging Face model folder.
+
+    python scripts/train.py                      # offline: tinyshakespeare, a fresh BPE, ~10 min on 2 CPU cores
+    python scripts/train.py --dataset data.jsonl --text-column body --max-steps 5000
+    python scripts/train.py --config run.yaml --resume
+    python scripts/train.py --help               # every setting
+
+Exit codes: 0 done, 1 the loss diverged (NaN/inf), 2 bad settings or data, 130 interrupted (Ctrl-C; a
+checkpoint was saved, continue with --resume).
+"""
+
+import sys
+import warnings
+
+warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57 notice
+
+from pygpt_hf.training import NoUsableData, TrainingDiverged, parse_settings, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings, notes = parse_settings(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("settings:\n" + settings.describe(), flush=True)
+    for note in notes:
+        print(note, flush=True)
+    try:
+        result = train(settings, log=lambda text: print(text, flush=True))
+    except (NoUsableData, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # before the loop started, or a second Ctrl-C
+        print("interrupted: stopped at once (checkpoints already written are intact)", file=sys.stderr)
+        return 130
+
+    ev = result.final_eval
+    print("\nsummary:")
+    print(f"  stopped      {result.stopped} at step {result.step:,} ({result.tokens:,} tokens this session, "
+          f"{result.seconds / 60:.1f} min)")
+    print(f"  model        {result.num_params / 1e6:.2f}M parameters, saved in {result.output_dir}"
+          f" (latest checkpoint {result.checkpoint})")
+    if ev:
+        print(f"  final eval   loss {ev['eval_loss']:.4f}, perplexity {ev['eval_perplexity']:.2f}, "
+              f"{ev['eval_nats_per_byte']:.4f} nats/byte (step {ev['step']})")
+    if result.best_eval_loss is not None:
+        print(f"  best eval    loss {result.best_eval_loss:.4f}")
+    if result.sample is not None:
+        print("\nsample:\n" + result.sample)
+    if result.stopped == "interrupted":
+        print(f"\ninterrupted: continue with  python scripts/train.py --output-dir {result.output_dir} --resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
