@@ -24,8 +24,9 @@ class PyGPTConfig(PretrainedConfig):
             the attention probabilities (used only when training).
         layer_norm_epsilon: epsilon of every LayerNorm.
         initializer_range: standard deviation of the normal weight init.
-        position_embedding_type: "sinusoidal" (fixed sin/cos added to the token embeddings; the original
-            PyGPT design), "learned" (a trained table, as in GPT-2) or "rope" (rotary, applied to Q and K).
+        position_embedding_type: "sinusoidal" (fixed sin/cos added to the token embeddings, scaled by
+            `initializer_range` to match them; the original PyGPT design), "learned" (a trained table, as in
+            GPT-2) or "rope" (rotary, applied to Q and K).
         rope_theta: base of the rotary frequencies (only for "rope").
         tie_word_embeddings: share the LM head with the token embedding.
         bos_token_id, eos_token_id, pad_token_id: special ids; with the PyGPT tokenizer these are fixed at

@@ -214,7 +214,11 @@ class FlaxPyGPTModule(nn.Module):
                  output_attentions=False, output_hidden_states=False, return_dict=True):
         x = self.wte(input_ids.astype("i4"))  # (B, T, C)
         if self.config.position_embedding_type == "sinusoidal":
-            x = x + sinusoidal_positions(position_ids, self.config.n_embd).astype(self.dtype)
+            # Scaled to the token embeddings' init scale: at amplitude 1 the fixed waves drown the N(0, 0.02)
+            # token signal and a small model stalls at the unigram loss (5.37 vs 4.21 eval loss after 150
+            # steps on tinyshakespeare, 2x64; learned positions: 4.28).
+            pe = sinusoidal_positions(position_ids, self.config.n_embd) * self.config.initializer_range
+            x = x + pe.astype(self.dtype)
         elif self.config.position_embedding_type == "learned":
             x = x + self.wpe(position_ids.astype("i4"))
         x = self.dropout(x, deterministic=deterministic)

@@ -224,7 +224,8 @@ class PyGPTModel(PyGPTPreTrainedModel):
 
         rotary = None
         if config.position_embedding_type == "sinusoidal":
-            x = x + sinusoidal_positions(position_ids, config.n_embd).to(x.dtype)
+            # Scaled to the token embeddings' init scale (see modeling_flax_pygpt.py for why and the figures).
+            x = x + (sinusoidal_positions(position_ids, config.n_embd) * config.initializer_range).to(x.dtype)
         elif config.position_embedding_type == "learned":
             x = x + self.wpe(position_ids)
         else:  # rope: nothing added here; q and k are rotated in every attention layer
