@@ -70,9 +70,9 @@ class FlaxPyGPTAttention(nn.Module):
     def setup(self):
         cfg = self.config
         residual_std = cfg.initializer_range / np.sqrt(2 * cfg.n_layer)  # GPT-2's scaled init of residual outputs
-        self.q_proj = _dense(cfg.n_embd, cfg, self.dtype, self.param_dtype)
-        self.k_proj = _dense(cfg.n_embd, cfg, self.dtype, self.param_dtype)
-        self.v_proj = _dense(cfg.n_embd, cfg, self.dtype, self.param_dtype)
+        # Q, K and V projections fused into one (C, 3C) matmul, output laid out [q | k | v]: the same math as
+        # three projections, with fewer, larger ops and no strided copies (measurably faster on CPU).
+        self.qkv_proj = _dense(3 * cfg.n_embd, cfg, self.dtype, self.param_dtype)
         self.o_proj = _dense(cfg.n_embd, cfg, self.dtype, self.param_dtype, std=residual_std)
         self.attn_dropout = nn.Dropout(rate=cfg.attn_pdrop)
         self.resid_dropout = nn.Dropout(rate=cfg.resid_pdrop)
@@ -98,9 +98,9 @@ class FlaxPyGPTAttention(nn.Module):
     def __call__(self, hidden, attention_mask, position_ids, deterministic=True, init_cache=False, output_attentions=False):
         cfg = self.config
         B, T, _ = hidden.shape
-        q = self.q_proj(hidden).reshape(B, T, cfg.n_head, cfg.head_dim)  # (B, T, H, D)
-        k = self.k_proj(hidden).reshape(B, T, cfg.n_head, cfg.head_dim)
-        v = self.v_proj(hidden).reshape(B, T, cfg.n_head, cfg.head_dim)
+        q, k, v = (  # each (B, T, H, D)
+            x.reshape(B, T, cfg.n_head, cfg.head_dim) for x in jnp.split(self.qkv_proj(hidden), 3, axis=-1)
+        )
         if cfg.position_embedding_type == "rope":
             cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -116,8 +116,9 @@ class FlaxPyGPTAttention(nn.Module):
         if attention_mask is not None:
             allowed = allowed & (attention_mask[:, None, None, :S] > 0)  # (B, 1, T, S)
 
-        scores = jnp.einsum("bthd,bshd->bhts", q.astype(jnp.float32), k.astype(jnp.float32)) / np.sqrt(cfg.head_dim)
-        scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)  # not -inf: a fully padded row stays finite
+        q = q.astype(jnp.float32) / np.sqrt(cfg.head_dim)  # scale the (T, D) queries, not the (T, S) scores
+        scores = jnp.einsum("bthd,bshd->bhts", q, k.astype(jnp.float32))  # (B, H, T, S)
+        scores = scores + jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)  # not -inf: padded rows stay finite
         probs = jax.nn.softmax(scores, axis=-1)  # (B, H, T, S), float32
         probs = self.attn_dropout(probs, deterministic=deterministic).astype(self.dtype)
         out = jnp.einsum("bhts,bshd->bthd", probs, v.astype(self.dtype)).reshape(B, T, cfg.n_embd)

@@ -55,9 +55,7 @@ class PyGPTAttention(nn.Module):
     def __init__(self, config: PyGPTConfig, layer_idx: int):
         super().__init__()
         self.n_head, self.head_dim, self.layer_idx = config.n_head, config.head_dim, layer_idx
-        self.q_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.k_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.v_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.qkv_proj = nn.Linear(config.n_embd, 3 * config.n_embd)  # Q, K, V fused, output laid out [q | k | v]
         self.o_proj = nn.Linear(config.n_embd, config.n_embd)
         self.o_proj.is_residual_projection = True  # GPT-2's scaled init, see _init_weights
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
@@ -72,7 +70,9 @@ class PyGPTAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         # (B, T, C) -> (B, H, T, D)
-        q, k, v = (proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in self.qkv_proj(x).split(C, dim=-1)
+        )
         if rotary is not None:
             cos, sin = rotary
             q = q * cos + rotate_half(q) * sin

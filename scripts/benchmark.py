@@ -129,39 +129,28 @@ def matmul_peak_gflops(size: int = 1536, repeats: int = 5) -> float:
 
 
 def bench_train(args) -> None:
-    """One AdamW train step (same optax step for both models), tokens/s and model FLOP/s as MFU."""
+    """The harness's train step (AdamW + clipping, jitted, state donated) for both models: tokens/s and MFU."""
     import jax
     import jax.numpy as jnp
-    import optax
+
+    from pygpt_hf.training import create_train_state, make_optimizer, make_train_step
 
     peak = matmul_peak_gflops()
-    print(f"f32 matmul peak (XLA, 1536^2, median): {peak:.0f} GFLOP/s")
+    print(f"f32 matmul peak (XLA, 1536^2, median): {peak:.0f} GFLOP/s; train step medians of {args.repeats}")
     print(f"{'shape':<24}{'model':>10}{'ms/step':>10}{'tok/s':>10}{'MFU':>7}")
     for shape_name, seq, batch in (("tiny", 64, 12), ("small", 256, 8)):
         shape = SHAPES[shape_name]
         models = build_pair(shape, n_positions=seq)
-        data = jax.random.randint(jax.random.PRNGKey(0), (batch, seq + 1), 0, VOCAB)
+        data = jax.random.randint(jax.random.PRNGKey(0), (1, batch, seq + 1), 0, VOCAB)  # (grad_accum, B, T+1)
         runs, flops = {}, {}
         for name, model in models.items():
-            optimizer = optax.adamw(3e-4, weight_decay=0.1)
+            optimizer, _ = make_optimizer(lr=3e-4, warmup_steps=10, max_steps=1000)
+            step = make_train_step(model, optimizer)
+            holder = [create_train_state(jax.tree_util.tree_map(jnp.copy, model.params), optimizer)]
 
-            def loss_fn(params, batch_ids, dropout_rng, model=model):
-                logits = model(batch_ids[:, :-1], params=params, dropout_rng=dropout_rng, train=True).logits
-                return optax.softmax_cross_entropy_with_integer_labels(logits, batch_ids[:, 1:]).mean()
-
-            def step(params, opt_state, rng, batch_ids, loss_fn=loss_fn, optimizer=optimizer):
-                rng, dropout_rng = jax.random.split(rng)
-                loss, grads = jax.value_and_grad(loss_fn)(params, batch_ids, dropout_rng)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                return optax.apply_updates(params, updates), opt_state, rng, loss
-
-            step = jax.jit(step, donate_argnums=(0, 1, 2))
-            params = jax.tree_util.tree_map(jnp.copy, model.params)
-            state = [params, optimizer.init(params), jax.random.PRNGKey(1)]
-
-            def run(state=state, step=step):
-                state[0], state[1], state[2], loss = step(state[0], state[1], state[2], data)
-                loss.block_until_ready()
+            def run(holder=holder, step=step):
+                holder[0], metrics = step(holder[0], data)
+                metrics["loss"].block_until_ready()
 
             runs[name] = run
             tokens = batch * seq

@@ -150,9 +150,9 @@ def test_checkpoint_is_pytorch_layout_safetensors(model, tmp_path):
     with safe_open(tmp_path / "model.safetensors", framework="numpy") as f:
         assert f.metadata() == {"format": "pt"}
         names = set(f.keys())
-        q = f.get_tensor("transformer.h.0.attn.q_proj.weight")
+        q = f.get_tensor("transformer.h.0.attn.qkv_proj.weight")
     assert "transformer.wte.weight" in names and "transformer.ln_f.weight" in names
-    np.testing.assert_array_equal(q, np.asarray(model.params["transformer"]["h"]["0"]["attn"]["q_proj"]["kernel"]).T)
+    np.testing.assert_array_equal(q, np.asarray(model.params["transformer"]["h"]["0"]["attn"]["qkv_proj"]["kernel"]).T)
     assert {"config.json", "generation_config.json", "modeling_flax_pygpt.py", "configuration_pygpt.py"} <= {
         p.name for p in tmp_path.iterdir()
     }

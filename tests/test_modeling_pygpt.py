@@ -165,7 +165,7 @@ def test_init_follows_gpt2():
     scaled = 0.05 / np.sqrt(2 * 8)
     for weight, std in [
         (model.transformer.wte.weight, 0.05),
-        (block.attn.q_proj.weight, 0.05),
+        (block.attn.qkv_proj.weight, 0.05),
         (block.mlp.c_fc.weight, 0.05),
         (block.attn.o_proj.weight, scaled),
         (block.mlp.c_proj.weight, scaled),

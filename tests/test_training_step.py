@@ -42,8 +42,8 @@ def test_weight_decay_touches_matrices_only(tiny):
     _, params, _, _, _ = tiny
     mask = decay_mask(params)
     block = mask["transformer"]["h"]["0"]
-    assert block["attn"]["q_proj"]["kernel"] and mask["transformer"]["wte"]["embedding"]
-    assert not block["attn"]["q_proj"]["bias"] and not block["ln_1"]["scale"]
+    assert block["attn"]["qkv_proj"]["kernel"] and mask["transformer"]["wte"]["embedding"]
+    assert not block["attn"]["qkv_proj"]["bias"] and not block["ln_1"]["scale"]
     assert not mask["transformer"]["ln_f"]["bias"]
     # with a zero gradient, AdamW moves only the decayed leaves
     optimizer, _ = make_optimizer(lr=0.1, warmup_steps=0, max_steps=10, weight_decay=0.5)
@@ -68,7 +68,7 @@ def test_gradient_accumulation_equals_one_big_batch(tiny):
 def test_the_step_learns_donates_its_state_and_agrees_with_eval(tiny):
     model, params, batch, optimizer, step = tiny
     state = fresh_state(params, optimizer)
-    kernel = state.params["transformer"]["h"]["0"]["attn"]["q_proj"]["kernel"]
+    kernel = state.params["transformer"]["h"]["0"]["attn"]["qkv_proj"]["kernel"]
     state, first = step(state, jnp.asarray(batch))
     assert kernel.is_deleted()  # donated: XLA reused the old buffers for the new state
     losses = [float(first["loss"])]
