@@ -21,7 +21,10 @@ class HubPusher:
         self.url = self.api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
 
     def push(self, folder: str, step: int, eval_loss: float | None) -> str:
-        """Upload `folder` as one commit; returns the commit's id."""
+        """Render the model card (README.md) from the run's figures, then upload `folder` as one commit."""
+        from ..model_card import write_model_card
+
+        write_model_card(folder, self.repo_id)
         loss = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no eval yet"
         info = self.api.upload_folder(
             repo_id=self.repo_id,
