@@ -6,8 +6,11 @@
     python scripts/generate.py --model runs/pygpt          # interactive: one prompt per line, Ctrl-D quits
 
 --model is a model folder (what scripts/train.py or save_pretrained writes, with its tokenizer) or a Hub
-repo id. --instruction/--context are rendered through the training instruction template, so an
-instruction-tuned model sees what it was trained on. Sampling: --temperature 0 is greedy; --top-k 0 and
+repo id. --instruction/--context go through the tokenizer's chat template when it has one
+(`apply_chat_template` with messages user = instruction, system = context, and the generation prompt;
+scripts/train.py stores the instruction template there for dolly/alpaca data), else through the training
+instruction template itself; either way an instruction-tuned model sees what it was trained on. Every
+prompt starts with <|endoftext|>, as every training document does, and typed control strings stay text. Sampling: --temperature 0 is greedy; --top-k 0 and
 --top-p 1 switch those filters off. --seed makes sampling repeatable; in the interactive loop, line i
 uses seed + i. Only the generated text goes to stdout; notes and errors go to stderr.
 
@@ -120,8 +123,31 @@ def instruction_text(instruction: str, context: str | None = None) -> str:
     return render_instruction(instruction, "", context)
 
 
+def prompt_ids(tokenizer, text: str | None = None, instruction: str | None = None,
+               context: str | None = None) -> list[int]:
+    """The ids the model is given: <|endoftext|> (bos), then `text`, or the instruction prompt rendered by the
+    tokenizer's chat template (when it has one) or by the training template."""
+    from pygpt_hf.streaming import encode_prompt
+
+    if instruction is None:
+        return encode_prompt(tokenizer, text)
+    if tokenizer.chat_template is None:
+        return encode_prompt(tokenizer, instruction_text(instruction, context))
+    from jinja2 import TemplateError
+
+    from pygpt_hf.training.sources import instruction_messages
+
+    try:
+        ids = tokenizer.apply_chat_template(instruction_messages(instruction, None, context), add_generation_prompt=True,
+                                            tokenize=True, tokenizer_kwargs={"split_special_tokens": True})
+    except TemplateError as err:
+        raise CliError(f"the tokenizer's chat template cannot render --instruction: {err}") from err
+    bos = tokenizer.bos_token_id
+    return ([bos] if bos is not None and ids[:1] != [bos] else []) + list(ids)
+
+
 class Generator:
-    """One prompt text in, its continuation streamed to stdout."""
+    """One prompt's ids in, its continuation streamed to stdout."""
 
     def __init__(self, args: argparse.Namespace, model, tokenizer):
         self.args, self.model, self.tokenizer = args, model, tokenizer
@@ -130,11 +156,10 @@ class Generator:
 
             self.streamer = FlaxTokenStreamer(model, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
 
-    def __call__(self, text: str, seed: int) -> int:
-        from pygpt_hf.streaming import check_fits, context_length, encode_prompt, stream_text, stream_torch
+    def __call__(self, ids: list[int], seed: int) -> int:
+        from pygpt_hf.streaming import check_fits, context_length, stream_text, stream_torch
 
         args = self.args
-        ids = encode_prompt(self.tokenizer, text)
         check_fits(len(ids), args.max_new_tokens, context_length(self.model.config))
         start = time.perf_counter()
         if args.framework == "torch":
@@ -172,10 +197,12 @@ def interactive(generate: Generator, args: argparse.Namespace) -> None:
                 print(file=sys.stderr)
             return
         text = line.rstrip("\r\n")
-        if args.interactive_format == "instruction":
-            text = instruction_text(text)
         try:
-            generate(text, seed=args.seed + i)
+            if args.interactive_format == "instruction":
+                ids = prompt_ids(generate.tokenizer, instruction=text)
+            else:
+                ids = prompt_ids(generate.tokenizer, text=text)
+            generate(ids, seed=args.seed + i)
         except ValueError as err:  # e.g. this line is too long for the context: say so and go on
             print(f"error: {err}", file=sys.stderr, flush=True)
 
@@ -185,22 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_model_location(args.model)
         config, tokenizer = load_config_and_tokenizer(args)
-        from pygpt_hf.streaming import check_fits, context_length, encode_prompt
+        from pygpt_hf.streaming import check_fits, context_length
 
         n_positions = context_length(config)
         if args.max_new_tokens >= n_positions:
             raise CliError(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in the model's "
                            f"context (n_positions = {n_positions}); use at most {n_positions - 1}")
-        text = None
-        if args.prompt is not None:
-            text = args.prompt
-        elif args.instruction is not None:
-            text = instruction_text(args.instruction, args.context)
-        if text is not None:  # refuse a prompt too long for the context before loading the weights
-            check_fits(len(encode_prompt(tokenizer, text)), args.max_new_tokens, n_positions)
+        ids = None
+        if args.prompt is not None or args.instruction is not None:
+            ids = prompt_ids(tokenizer, text=args.prompt, instruction=args.instruction, context=args.context)
+            check_fits(len(ids), args.max_new_tokens, n_positions)  # refused before the weights load
         generate = Generator(args, load_model(args), tokenizer)
-        if text is not None:
-            generate(text, seed=args.seed)
+        if ids is not None:
+            generate(ids, seed=args.seed)
         else:
             interactive(generate, args)
     except (CliError, ValueError) as err:

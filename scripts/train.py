@@ -2,6 +2,8 @@
 
     python scripts/train.py                      # offline: tinyshakespeare, a fresh BPE, ~10 min on 2 CPU cores
     python scripts/train.py --dataset data.jsonl --text-column body --max-steps 5000
+    python scripts/train.py --dataset "dolly.jsonl@dolly:0.7,math.jsonl@dolly:0.3" --loss-on response
+    python scripts/train.py --dataset data/pretok            # a folder written by scripts/pretokenize.py
     python scripts/train.py --config run.yaml --resume
     python scripts/train.py --help               # every setting
 

@@ -1,11 +1,14 @@
 """Train PyGPT's byte-level BPE tokenizer on a dataset and save a folder `AutoTokenizer` loads.
 
     python scripts/train_tokenizer.py --dataset ../shared/data/gutenberg.jsonl --vocab-size 8192 \
-        --output-dir out/tokenizer [--text-column text] [--split train] [--push-to-hub user/name]
+        --output-dir out/tokenizer [--text-column text] [--split train] [--strip-labels [LABELS]] \
+        [--push-to-hub user/name]
 
 --dataset is a local .txt/.json/.jsonl/.parquet file, a folder of them, or a Hub dataset id; it is streamed
 (`datasets`, streaming=True), so it may be larger than memory. The folder is written to a temporary
 sibling and renamed into place only when complete, so a failed run leaves nothing half-written.
+--strip-labels removes record labels ("### Instruction:", "Response:", ...) from the start of lines first, as
+scripts/train.py --strip-labels does; rows left blank are skipped and counted.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import sys
 import tempfile
 
 from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
-from pygpt_hf.training.sources import RowStats, open_source, render_record
+from pygpt_hf.training.settings import DEFAULT_STRIP_LABELS
+from pygpt_hf.training.sources import RowStats, open_source, parse_labels, render_record
 
 
 class CliError(Exception):
@@ -34,11 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True, help="folder to write (must not exist, or --overwrite)")
     parser.add_argument("--model-max-length", type=int, default=512, help="the model's n_positions (default 512)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    parser.add_argument("--strip-labels", nargs="?", const=DEFAULT_STRIP_LABELS, metavar="LABELS",
+                        help=f"strip these comma-separated record labels from line starts (the flag alone: "
+                             f"{DEFAULT_STRIP_LABELS})")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the tokenizer to this Hub repo")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.strip_labels = parse_labels(args.strip_labels)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
-def read_texts(dataset: str, text_column: str, split: str, stats: RowStats):
+def read_texts(dataset: str, text_column: str, split: str, stats: RowStats, strip_labels=None):
     """The dataset's texts, streamed; fails early and by name on a missing file, column or empty dataset."""
     try:
         records = iter(open_source(dataset, split=split))
@@ -56,7 +68,7 @@ def read_texts(dataset: str, text_column: str, split: str, stats: RowStats):
             f"choose one with --text-column"
         )
     for record in itertools.chain([first], records):
-        yield from render_record(record, "text", text_column, stats)
+        yield from render_record(record, "text", text_column, stats, strip_labels)
 
 
 def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = RowStats()
         try:
             tokenizer = train_tokenizer(
-                read_texts(args.dataset, args.text_column, args.split, stats),
+                read_texts(args.dataset, args.text_column, args.split, stats, args.strip_labels),
                 vocab_size=args.vocab_size,
                 model_max_length=args.model_max_length,
             )

@@ -2,9 +2,13 @@
 
 One module per concern, in the order data flows:
     settings.py    the run's settings (flags and --config fill one dataclass)
-    sources.py     Hub dataset or local files, streamed; records rendered to text (text/dolly/alpaca)
-    tokenizer.py   load a tokenizer, or train our BPE on the training documents
-    data.py        tokenize (batched map), pack into seq_len+1 blocks, seeded shuffle buffer, eval set
+    sources.py     Hub dataset or local files, streamed; records rendered to text (text/dolly/alpaca); the
+                   instruction template and the same template as a chat template
+    mixture.py     --dataset with several weighted sources: interleave_datasets, the held-out split
+    tokenizer.py   load a tokenizer, or train our BPE on the training documents; its chat template and hash
+    data.py        tokenize (batched map), loss masks, pack into seq_len+1 blocks, seeded shuffle buffer, eval set
+    pretokenized.py  folders of pre-tokenized parquet shards + manifest (scripts/pretokenize.py)
+    pipeline.py    --dataset -> tokenizer, eval set and training stream (sources or a pre-tokenized folder)
     state.py       model, AdamW + warmup/cosine schedule, the TrainState pytree
     step.py        the jitted train step (grad accumulation, donated state) and eval step
     sharding.py    the device mesh: data parallel or FSDP, multi-process setup

@@ -14,7 +14,15 @@ Shuffling: `IterableDataset.shuffle(buffer_size=...)` drops its buffer on resume
 the buffer lives here instead: a fixed array of blocks plus a numpy PCG64 generator, both saved in the
 checkpoint. Resume = same upstream position + same leftover tokens + same buffer + same generator state.
 
-Held-out data: the first `eval_docs` records are the eval set (`take`); training reads the rest (`skip`).
+Held-out data: the first `eval_docs` records are the eval set (`take`); training reads the rest (`skip`);
+for a mixture of sources, see mixture.py.
+
+Response-only loss (`--loss-on response`): every token carries a loss-mask bit, 1 where the token is a
+target the loss counts. For an instruction document that is the response and its <|endoftext|>, never the
+prompt ("### Instruction: ... ### Response:\n"); for a text document, every token. The mask travels with
+the tokens through packing and the shuffle buffer as a parallel array (block k of the mask covers the
+same positions as block k of the tokens), so a block's targets block[1:] are weighted by mask[1:]. The
+eval set is weighted the same way (and its nats/byte count only the bytes of the masked-in text).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sources import RowStats, render_record
+from .sources import RowStats, render_source
 
 EOS_ID = 256
 PAD_ID = 257
@@ -34,42 +42,84 @@ class NoUsableData(ValueError):
     """The dataset yielded no document we can train on (raised before anything is compiled)."""
 
 
-def make_tokenize_fn(tokenizer, fmt: str, text_column: str, stats: RowStats) -> Callable[[dict], dict]:
-    """The batched `map` function: a batch of records -> {"input_ids", "num_bytes"} per record.
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    It returns one output row per input row (a skipped record gets no ids), because a streaming dataset
-    may not know its columns up front, and `map` can only change the row count when it drops them all.
-    `split_special_tokens=True`: "<|endoftext|>" typed inside a document stays text (its bytes), it never
-    becomes the control token; only the id appended here (EOS_ID) ends a document.
+
+def make_document_tokenizer(tokenizer, with_mask: bool = False) -> Callable[[dict], dict]:
+    """The batched `map` function over rendered rows (sources.render_source): a batch of records ->
+    {"input_ids", "num_bytes"} per record (+ {"loss_mask", "loss_bytes"} with `with_mask`).
+
+    One output row per input row (a skipped record gets no ids). `split_special_tokens=True`: "<|endoftext|>"
+    typed inside a document stays text (its bytes), it never becomes the control token; only the id appended
+    here (EOS_ID) ends a document.
+
+    The loss mask of an instruction document: the prompt (document[:response_start]) is tokenized on its
+    own, and the tokens the document shares with it from the start are the prompt's (mask 0); the rest,
+    the tokens the model has to produce after seeing the prompt ids at generation time, and <|endoftext|>
+    get 1. (A token that straddles the boundary, prompt text merged with the response's first characters,
+    is the response's: the model must produce it.)
     """
     eos = tokenizer.eos_token_id
     if eos != EOS_ID:
         raise ValueError(f"the tokenizer's eos id is {eos}, expected {EOS_ID} (<|endoftext|>)")
 
+    def encode(texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        n_rows = len(next(iter(batch.values()))) if batch else 0
-        records = [{k: batch[k][i] for k in batch} for i in range(n_rows)]
-        docs_per_record = [render_record(r, fmt, text_column, stats) for r in records]
-        flat = [doc for docs in docs_per_record for doc in docs]
-        flat_ids = []
-        if flat:
-            flat_ids = tokenizer(flat, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
-        input_ids, num_bytes, k = [], [], 0
-        for docs in docs_per_record:
+        flat = [doc for docs in batch["text"] for doc in docs]
+        starts = [start for row in batch["response_start"] for start in row]
+        flat_ids = encode(flat)
+        out: dict[str, list] = {"input_ids": [], "num_bytes": []}
+        if with_mask:
+            prompts = encode([doc[:start] for doc, start in zip(flat, starts) if start > 0])
+            prompt_ids = iter(prompts)
+            masks, doc_loss_bytes = [], []  # per document
+            for doc, start, ids in zip(flat, starts, flat_ids):
+                n_prompt = _common_prefix(next(prompt_ids), ids) if start > 0 else 0
+                masks.append([0] * n_prompt + [1] * (len(ids) - n_prompt + 1))  # + 1: the <|endoftext|>
+                doc_loss_bytes.append(len(doc[start:].encode("utf-8")))
+            out["loss_mask"], out["loss_bytes"] = [], []
+        k = 0
+        for docs in batch["text"]:
             ids: list[int] = []
+            mask: list[int] = []
+            row_loss_bytes = 0
             for _ in docs:
                 ids += flat_ids[k] + [eos]
+                if with_mask:
+                    mask += masks[k]
+                    row_loss_bytes += doc_loss_bytes[k]
                 k += 1
-            input_ids.append(ids)
-            num_bytes.append(sum(len(d.encode("utf-8")) for d in docs))
-        return {"input_ids": input_ids, "num_bytes": num_bytes}
+            out["input_ids"].append(ids)
+            out["num_bytes"].append(sum(len(d.encode("utf-8")) for d in docs))
+            if with_mask:
+                out["loss_mask"].append(mask)
+                out["loss_bytes"].append(row_loss_bytes)
+        return out
 
     return tokenize
 
 
-def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, batch_size: int = 256):
-    """`dataset` with rendered, tokenized documents in `input_ids` (lazily, in batched `map`)."""
-    return dataset.map(make_tokenize_fn(tokenizer, fmt, text_column, stats), batched=True, batch_size=batch_size)
+def tokenize_documents(rendered, tokenizer, with_mask: bool = False, batch_size: int = 256):
+    """Rendered rows (sources.render_source) -> token ids (and loss masks), lazily, in batched `map`."""
+    return rendered.map(make_document_tokenizer(tokenizer, with_mask), batched=True, batch_size=batch_size,
+                        remove_columns=["text", "response_start", "source"])
+
+
+def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, batch_size: int = 256,
+              strip_labels=None, with_mask: bool = False):
+    """`dataset`'s raw records, rendered per `fmt` and tokenized (lazily, in batched `map`)."""
+    rendered = render_source(dataset, fmt, text_column, stats, strip_labels=strip_labels, batch_size=batch_size)
+    return tokenize_documents(rendered, tokenizer, with_mask, batch_size)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,8 +129,8 @@ def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, b
 @dataclass
 class EvalSet:
     blocks: np.ndarray  # (N, T + 1) int32, the last block padded with PAD_ID
-    weights: np.ndarray  # (N, T) float32: 1 where the target is a real token, 0 on padding
-    num_bytes: int  # UTF-8 bytes of the held-out documents that were evaluated
+    weights: np.ndarray  # (N, T) float32: 1 where the target counts (a real token, in the loss mask), else 0
+    num_bytes: int  # UTF-8 bytes of the held-out text that was evaluated (the masked-in text with a mask)
     num_docs: int
 
     @property
@@ -88,9 +138,14 @@ class EvalSet:
         return int(self.weights.sum())
 
 
-def build_eval_set(eval_dataset, seq_len: int, max_tokens: int) -> EvalSet:
-    """Concatenate the held-out documents (up to `max_tokens`) and cut them like the training stream."""
+def build_eval_set(eval_dataset, seq_len: int, max_tokens: int, use_mask: bool = False) -> EvalSet:
+    """Concatenate the held-out documents (up to `max_tokens`) and cut them like the training stream.
+
+    With `use_mask`, the rows' `loss_mask` weights the targets (as in training) and `num_bytes` counts the
+    masked-in text only (`loss_bytes`), so nats/byte stay comparable between runs.
+    """
     stream: list[int] = []
+    mask: list[int] = []
     num_bytes = num_docs = 0
     for row in eval_dataset:
         if not row["input_ids"]:
@@ -98,7 +153,9 @@ def build_eval_set(eval_dataset, seq_len: int, max_tokens: int) -> EvalSet:
         if stream and len(stream) + len(row["input_ids"]) > max_tokens:
             break
         stream += row["input_ids"][:max_tokens]  # a first document longer than max_tokens is cut
-        num_bytes += row["num_bytes"]
+        if use_mask:
+            mask += row["loss_mask"][:max_tokens]
+        num_bytes += row["loss_bytes"] if use_mask else row["num_bytes"]
         num_docs += 1
     if len(stream) < 2:
         return EvalSet(np.zeros((0, seq_len + 1), np.int32), np.zeros((0, seq_len), np.float32), 0, 0)
@@ -108,6 +165,10 @@ def build_eval_set(eval_dataset, seq_len: int, max_tokens: int) -> EvalSet:
     padded[: len(stream)] = stream
     index = np.arange(n_blocks)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]  # (N, T+1) overlapping by 1
     weights = (index[:, 1:] < len(stream)).astype(np.float32)
+    if use_mask:
+        padded_mask = np.zeros(len(padded), np.float32)
+        padded_mask[: len(mask)] = mask
+        weights *= padded_mask[index[:, 1:]]
     return EvalSet(padded[index], weights, num_bytes, num_docs)
 
 
@@ -119,7 +180,8 @@ class TokenStream:
     """Endless batches of packed blocks from a dataset, epoch after epoch, with exact resume.
 
     `make_dataset()` returns the (tokenized) training `IterableDataset`, built anew for each epoch; its
-    `state_dict()` is the stream position inside the current epoch.
+    `state_dict()` is the stream position inside the current epoch. Rows with a `loss_mask` column give
+    each token its mask bit; rows without one count every token (mask 1).
     """
 
     def __init__(self, make_dataset: Callable[[], object], seq_len: int, buffer_size: int, seed: int):
@@ -127,9 +189,11 @@ class TokenStream:
         self.seq_len = seq_len
         self.block_len = seq_len + 1
         self.buffer = np.zeros((buffer_size, self.block_len), np.int32)
+        self.buffer_mask = np.zeros((buffer_size, self.block_len), np.uint8)  # the loss mask of each block
         self.buffer_fill = 0
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.carry = np.zeros(0, np.int32)  # tokens read but not yet emitted as a whole block
+        self.carry_mask = np.zeros(0, np.uint8)
         self.epoch = 0
         self.blocks_emitted = 0
         self._dataset = None
@@ -150,8 +214,8 @@ class TokenStream:
         self._rows = iter(self._dataset)
         self._docs_this_epoch = 0
 
-    def _next_block(self) -> np.ndarray:
-        """The next packed block: the first T+1 leftover tokens; the block's last token stays for the next."""
+    def _next_block(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next packed block and its mask: the first T+1 leftover tokens; the last stays for the next."""
         while len(self.carry) < self.block_len:
             if self._rows is None:
                 self._start_epoch()
@@ -164,32 +228,45 @@ class TokenStream:
                 continue
             if row["input_ids"]:
                 self._docs_this_epoch += 1
-                self.carry = np.concatenate([self.carry, np.asarray(row["input_ids"], np.int32)])
-        block = self.carry[: self.block_len].copy()
+                ids = np.asarray(row["input_ids"], np.int32)
+                mask = np.asarray(row["loss_mask"], np.uint8) if row.get("loss_mask") is not None else np.ones(len(ids), np.uint8)
+                self.carry = np.concatenate([self.carry, ids])
+                self.carry_mask = np.concatenate([self.carry_mask, mask])
+        block, mask = self.carry[: self.block_len].copy(), self.carry_mask[: self.block_len].copy()
         self.carry = self.carry[self.seq_len :]  # overlap by one: the last target is the next first input
-        return block
+        self.carry_mask = self.carry_mask[self.seq_len :]
+        return block, mask
 
     # --- the shuffle buffer --------------------------------------------------------------------------
-    def next_block(self) -> np.ndarray:
-        """A block drawn uniformly from the buffer, which is then refilled from upstream."""
+    def next_block_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """A block (and its mask) drawn uniformly from the buffer, which is then refilled from upstream."""
         while self.buffer_fill < len(self.buffer):  # fill once at the start (and after a resume, if needed)
-            self.buffer[self.buffer_fill] = self._next_block()
+            self.buffer[self.buffer_fill], self.buffer_mask[self.buffer_fill] = self._next_block()
             self.buffer_fill += 1
         i = int(self.rng.integers(len(self.buffer)))
-        out = self.buffer[i].copy()
-        self.buffer[i] = self._next_block()
+        out = self.buffer[i].copy(), self.buffer_mask[i].copy()
+        self.buffer[i], self.buffer_mask[i] = self._next_block()
         self.blocks_emitted += 1
         return out
 
+    def next_block(self) -> np.ndarray:
+        return self.next_block_and_mask()[0]
+
+    def next_masked_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, mask), each (grad_accum, batch_size, seq_len + 1): int32 tokens, uint8 loss mask."""
+        pairs = [self.next_block_and_mask() for _ in range(grad_accum * batch_size)]
+        shape = (grad_accum, batch_size, self.block_len)
+        return np.stack([b for b, _ in pairs]).reshape(shape), np.stack([m for _, m in pairs]).reshape(shape)
+
     def next_batch(self, grad_accum: int, batch_size: int) -> np.ndarray:
         """(grad_accum, batch_size, seq_len + 1) int32 tokens for one optimizer step."""
-        blocks = [self.next_block() for _ in range(grad_accum * batch_size)]
-        return np.stack(blocks).reshape(grad_accum, batch_size, self.block_len)
+        return self.next_masked_batch(grad_accum, batch_size)[0]
 
     # --- checkpointing -------------------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays for safetensors, JSON-able metadata): everything needed to continue exactly."""
-        arrays = {"buffer": self.buffer[: self.buffer_fill].copy(), "carry": self.carry.copy()}
+        arrays = {"buffer": self.buffer[: self.buffer_fill].copy(), "carry": self.carry.copy(),
+                  "buffer_mask": self.buffer_mask[: self.buffer_fill].copy(), "carry_mask": self.carry_mask.copy()}
         meta = {
             "epoch": self.epoch,
             "dataset": self._dataset.state_dict() if self._rows is not None else self._resume_state,
@@ -207,8 +284,10 @@ class TokenStream:
             raise ValueError(f"data state holds {len(buffer)} shuffle-buffer blocks, "
                              f"more than --shuffle-buffer {len(self.buffer)}")
         self.buffer[: len(buffer)] = buffer
+        self.buffer_mask[: len(buffer)] = arrays.get("buffer_mask", np.ones_like(buffer, np.uint8))
         self.buffer_fill = len(buffer)
         self.carry = arrays["carry"].astype(np.int32)
+        self.carry_mask = arrays.get("carry_mask", np.ones(len(self.carry), np.uint8)).astype(np.uint8)
         self.rng.bit_generator.state = meta["rng"]
         self.epoch = meta["epoch"]
         self.blocks_emitted = meta["blocks_emitted"]

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoint as ckpt
-from .data import NoUsableData, TokenStream, build_eval_set, tokenized
 from .metrics import PLOT_FILE, MetricsLog, ProgressBar, eval_summary, plot_loss_curve
+from .pipeline import prepare_data
 from .sample import sample_text
 from .settings import TrainSettings
 from .sharding import (
@@ -39,10 +39,8 @@ from .sharding import (
     state_sharding,
     to_host,
 )
-from .sources import RowStats, describe_source, open_source, render_record
 from .state import TrainState, build_model, count_params, create_train_state, model_config, optimizer_from_settings
 from .step import make_eval_step, make_train_step
-from .tokenizer import limited, load_tokenizer, train_new_tokenizer
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,53 +85,9 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     if lead:
         settings.save(out)
 
-    # --- data source and tokenizer ------------------------------------------------------------------------
-    source = describe_source(settings.dataset)
-    raw = open_source(settings.dataset, settings.split, settings.txt_sample_by)
-    train_raw = raw.skip(settings.eval_docs)  # the first eval_docs records never enter training
-    if jax.process_count() > 1:
-        from datasets.distributed import split_dataset_by_node
-
-        train_raw = split_dataset_by_node(train_raw, rank=jax.process_index(), world_size=jax.process_count())
-
-    if resume_from:
-        tokenizer = load_tokenizer(resume_from)
-        log(f"tokenizer: from {resume_from} ({len(tokenizer)} tokens)")
-    elif settings.tokenizer:
-        tokenizer = load_tokenizer(settings.tokenizer)
-        log(f"tokenizer: {settings.tokenizer} ({len(tokenizer)} tokens)")
-    else:
-        texts_stats = RowStats()
-        texts = (doc for record in train_raw
-                 for doc in render_record(record, settings.format, settings.text_column, texts_stats))
-        first = next(texts, None)
-        if first is None:
-            raise NoUsableData(_no_data_message(source, settings, texts_stats, None))
-        t0 = time.time()
-        tokenizer = train_new_tokenizer(limited(_chain(first, texts), settings.tokenizer_train_docs),
-                                        settings.vocab_size, settings.context_length, show_progress=lead)
-        log(f"tokenizer: trained a {len(tokenizer)}-token BPE on {texts_stats.used:,} documents "
-            f"of {source} in {time.time() - t0:.1f}s")
-
-    # --- held-out eval set and the training stream (first batch fetched before anything compiles) ---------
-    eval_stats, train_stats = RowStats(), RowStats()
-    eval_set = build_eval_set(
-        tokenized(raw.take(settings.eval_docs), tokenizer, settings.format, settings.text_column, eval_stats),
-        settings.seq_len, settings.eval_max_tokens)
-    stream = TokenStream(
-        lambda: tokenized(train_raw, tokenizer, settings.format, settings.text_column, train_stats),
-        settings.seq_len, settings.shuffle_buffer, settings.seed + jax.process_index())
-    if resume_from:
-        stream.load_state_dict(*ckpt.load_data_state(resume_from))
-    try:
-        first_batch = stream.next_batch(settings.grad_accum, local_batch)
-    except NoUsableData:
-        raise NoUsableData(_no_data_message(source, settings, train_stats, eval_stats)) from None
-    if eval_set.num_tokens == 0:
-        raise NoUsableData(f"the held-out eval set (the first {settings.eval_docs} records of {source}) has no "
-                           f"usable text: {eval_stats.summary()}")
-    log(f"data: {source}; held-out eval: {eval_set.num_docs} documents, {eval_set.num_tokens:,} tokens, "
-        f"{eval_set.num_bytes:,} bytes ({eval_stats.summary()})")
+    # --- tokenizer, held-out eval set, training stream (first batch fetched before anything compiles) ------
+    data = prepare_data(settings, resume_from, local_batch, log, jax.process_index(), jax.process_count())
+    tokenizer, eval_set, stream, source = data.tokenizer, data.eval_set, data.stream, data.source
 
     # --- model, optimizer, state (restored on resume), placed on the mesh ---------------------------------
     config = model_config(settings, len(tokenizer))
@@ -160,10 +114,10 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 
     # --- compile (ahead of time, so the log can say how long it took) -------------------------------------
     t0 = time.time()
-    batch = put_global(first_batch, train_batch_sharding)
+    batch = _put_batch(data.first_batch, train_batch_sharding)
     train_step = make_train_step(model, optimizer, dropout_seed=settings.seed, state_sharding=shardings,
-                                 batch_sharding=train_batch_sharding,
-                                 inject_nan_at_step=settings.inject_nan_at_step).lower(state, batch).compile()
+                                 batch_sharding=train_batch_sharding, inject_nan_at_step=settings.inject_nan_at_step,
+                                 masked=data.masked).lower(state, batch).compile()
     eval_rows = settings.batch_size
     eval_blocks, eval_weights = _pad_rows(eval_set.blocks, eval_set.weights, eval_rows)
     eval_step = make_eval_step(model, shardings.params, eval_batch_sharding).lower(
@@ -256,7 +210,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     try:
         while step < settings.max_steps:
             if step > start_step:  # the first batch was fetched before compiling
-                batch = put_global(stream.next_batch(settings.grad_accum, local_batch), train_batch_sharding)
+                batch = _put_batch(data.next_batch(settings.grad_accum, local_batch), train_batch_sharding)
             state, step_metrics = train_step(state, batch)  # returns at once; the device works on
             step += 1
             window_steps += 1
@@ -290,7 +244,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     if settings.sample_tokens > 0 and stopped != "interrupted" and lead:
         sample = sample_text(model, state.params, tokenizer, settings.sample_prompt, settings.sample_tokens,
                              seed=settings.seed)
-    log(f"data read: training {train_stats.summary()}")
+    log(f"data read: training {data.train_summary()}")
     return TrainResult(
         output_dir=out, step=step, tokens=(step - start_step) * settings.tokens_per_step,
         seconds=time.time() - t_begin, stopped=stopped, final_eval=last_eval, best_eval_loss=best_eval,
@@ -301,9 +255,9 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
+def _put_batch(batch, sharding):
+    """A host batch (tokens, or a (tokens, loss mask) pair) -> global arrays on the mesh."""
+    return jax.tree_util.tree_map(lambda part: put_global(part, sharding), batch)
 
 
 def _pad_rows(blocks: np.ndarray, weights: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
@@ -321,14 +275,6 @@ def _eval_chunk(blocks, weights, start, rows, sharding):
             jax.make_array_from_callback(chunk_w.shape, sharding, lambda idx: chunk_w[idx]))
 
 
-def _no_data_message(source: str, settings: TrainSettings, stats: RowStats, eval_stats: RowStats | None) -> str:
-    columns = ", ".join(sorted(stats.columns_seen | (eval_stats.columns_seen if eval_stats else set()))) or "none"
-    held = f"; the first {settings.eval_docs} records are held out for eval" + (
-        f" ({eval_stats.summary()})" if eval_stats else "")
-    return (f"no usable text for training in {source} (--format {settings.format}, --text-column "
-            f"{settings.text_column!r}): {stats.summary()}{held}; columns seen: {columns}. Nothing was compiled.")
-
-
 def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: int, resume_from: str | None,
           shardings) -> str:
     steps = settings.max_steps - start_step
@@ -344,7 +290,8 @@ def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: in
          f"{config.position_embedding_type} positions, context {config.n_positions}, vocab {config.vocab_size}: "
          f"{num_params / 1e6:.2f}M parameters ({settings.dtype} compute)"),
         (f"  batches   {settings.batch_size} x {settings.seq_len} tokens x {settings.grad_accum} accumulation "
-         f"= {settings.tokens_per_step:,} tokens per step"),
+         f"= {settings.tokens_per_step:,} tokens per step"
+         + ("; loss on response tokens only (--loss-on response)" if settings.loss_on == "response" else "")),
         (f"  training  {resuming}{steps:,} steps = {steps * settings.tokens_per_step / 1e6:.1f}M tokens{budget}; "
          f"AdamW lr {settings.lr:g}, {settings.warmup_steps} warmup steps, cosine to "
          f"{settings.lr * settings.min_lr_ratio:g}"),

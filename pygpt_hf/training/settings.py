@@ -21,7 +21,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .mixture import STOPPING_STRATEGIES, parse_dataset_spec
+from .sources import parse_labels
+
 FORMATS = ("text", "dolly", "alpaca")
+LOSS_ON = ("all", "response")
+DEFAULT_STRIP_LABELS = "Instruction,Input,Output,Response,Context"  # pygpt_hf.labels.DEFAULT_LABELS
 POSITION_EMBEDDINGS = ("sinusoidal", "learned", "rope")
 DTYPES = ("float32", "bfloat16")
 TXT_SAMPLE_BY = ("line", "paragraph", "document")
@@ -40,14 +45,24 @@ class TrainSettings:
     resume: bool = _opt(False, "continue from the latest checkpoint in --output-dir, exactly")
     # --- data ---
     dataset: str | None = _opt(
-        None, "Hub dataset id, or a local .txt/.json/.jsonl/.parquet file or folder; "
-        "default: the tinyshakespeare text shipped with the package")
+        None, "Hub dataset id, a local .txt/.json/.jsonl/.parquet file or folder, a folder written by "
+        "scripts/pretokenize.py, or a weighted mixture SOURCE[@FORMAT][:WEIGHT],... (e.g. "
+        "dolly.jsonl@dolly:0.7,notes.txt@text:0.3); default: the tinyshakespeare text shipped with the package")
     text_column: str = _opt("text", "column holding the text (for --format text)")
     split: str = _opt("train", "dataset split to read (Hub datasets; local files have only 'train')")
     format: str = _opt("text", "record format: text (one column), dolly or alpaca (instruction records)",
                        choices=FORMATS)
     txt_sample_by: str = _opt("paragraph", "what one document is in a .txt file", choices=TXT_SAMPLE_BY)
-    eval_docs: int = _opt(200, "the first N records are the held-out eval set and never enter training")
+    strip_labels: str | None = _opt(
+        None, "strip these record labels (comma-separated; the flag alone: "
+        f"{DEFAULT_STRIP_LABELS}) from the start of lines of --format text documents", nargs="?",
+        const=DEFAULT_STRIP_LABELS, metavar="LABELS")
+    mix_stopping: str = _opt("all_exhausted", "when a pass over a mixture of sources ends (datasets' "
+                             "interleave_datasets stopping_strategy)", choices=STOPPING_STRATEGIES)
+    loss_on: str = _opt("all", "which targets the loss counts: all tokens, or only the response tokens "
+                        "(+ <|endoftext|>) of instruction records", choices=LOSS_ON)
+    eval_docs: int = _opt(200, "the first N records are the held-out eval set and never enter training "
+                          "(of a mixture: the first N it draws)")
     eval_max_tokens: int = _opt(32768, "evaluate at most this many tokens of the held-out documents")
     shuffle_buffer: int = _opt(1024, "packed blocks held in the seeded shuffle buffer")
     # --- tokenizer ---
@@ -114,7 +129,7 @@ class TrainSettings:
             raise ValueError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("format", "position_embedding", "dtype", "txt_sample_by"):
+        for name in ("format", "position_embedding", "dtype", "txt_sample_by", "loss_on", "mix_stopping"):
             choices = _FIELDS[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{_flag(name)} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
@@ -124,6 +139,10 @@ class TrainSettings:
             raise ValueError(f"--vocab-size must be at least 258 (256 bytes + 2 special tokens), got {self.vocab_size}")
         if self.n_positions is not None and self.n_positions < self.seq_len:
             raise ValueError(f"--n-positions ({self.n_positions}) must be >= --seq-len ({self.seq_len})")
+        sources = parse_dataset_spec(self.dataset, self.format, self.text_column)  # names a bad part
+        if parse_labels(self.strip_labels) and not any(source.format == "text" for source in sources):
+            raise ValueError("--strip-labels cleans --format text documents, and no source here is text "
+                             "(instruction records get their labels from the template)")
         return self
 
     @property
@@ -187,6 +206,9 @@ def coerce(name: str, value: Any, source: str) -> Any:
     if name not in _FIELDS:
         raise ValueError(f"unknown setting {name!r} in {source}; known: {', '.join(_FIELDS)}")
     kind, optional = _base_type(name)
+    if name == "strip_labels" and isinstance(value, (list, tuple, bool)):  # YAML/JSON: a list, or true/false
+        value = (",".join(map(str, value)) if not isinstance(value, bool)
+                 else DEFAULT_STRIP_LABELS if value else None)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if not optional:
             raise ValueError(f"setting {name!r} in {source} cannot be empty")
@@ -245,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{_flag(name)}", dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             choices = f.metadata.get("choices")
-            parser.add_argument(f"--{_flag(name)}", dest=name, metavar=None if choices else kind.__name__.upper(),
-                                choices=choices, help=help_text)
+            extra = {k: f.metadata[k] for k in ("nargs", "const") if k in f.metadata}
+            metavar = None if choices else f.metadata.get("metavar", kind.__name__.upper())
+            parser.add_argument(f"--{_flag(name)}", dest=name, metavar=metavar, choices=choices, help=help_text,
+                                **extra)
     return parser
 
 

@@ -10,19 +10,67 @@ Records become text in exactly one way per `--format`:
             {instruction, instances: [{input, output}, ...]} (Alpaca's seed tasks) gives one document per
             instance.
 Rows that are empty, not strings, or lack a field are skipped and counted (`RowStats`), never crash a run.
+With `--strip-labels`, `text` rows lose their record labels first (`pygpt_hf.labels.strip_labels`); a row
+that held nothing but labels is then blank, and is skipped and counted like an empty one.
+
+The same template is the tokenizer's chat template (`CHAT_TEMPLATE`), so `apply_chat_template` renders
+exactly what training saw; and `render_source` turns a stream of raw records into rendered documents
+({"text": [documents], "response_start": [offsets], "source": index}, one row per record), the common
+shape that mixtures interleave and the tokenizer consumes (data.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+
+from ..labels import strip_labels as _strip_labels
 
 # One instruction template for every instruction format. The context block appears only when there is
 # context. A document ends after the response; the data pipeline appends <|endoftext|> to it.
 INSTRUCTION_TEMPLATE = "### Instruction:\n{instruction}\n\n{context_block}### Response:\n{response}"
 CONTEXT_BLOCK = "### Input:\n{context}\n\n"
+INSTRUCTION_FORMATS = ("dolly", "alpaca")
+
+# `INSTRUCTION_TEMPLATE` as a Jinja chat template (stored in the tokenizer: tokenizer_config.json /
+# chat_template.jinja). Messages: one "user" message (the instruction), an optional "system" message (the
+# context / input: what Dolly calls context and Alpaca input), an optional "assistant" message (the
+# response). `add_generation_prompt=True` ends the text with "### Response:\n", where the model answers.
+# The answer sits in a {% generation %} block, so `return_assistant_tokens_mask=True` marks its tokens.
+# No bos token in the text: prompt ids are [<|endoftext|>] + the template's ids, as for every document.
+CHAT_TEMPLATE = """\
+{%- set ns = namespace(instruction=none, context=none, response=none) -%}
+{%- for message in messages -%}
+    {%- if message['content'] is not string -%}
+        {{- raise_exception('PyGPT chat template: message contents must be strings') -}}
+    {%- elif message['role'] == 'user' and ns.instruction is none -%}
+        {%- set ns.instruction = message['content'] -%}
+    {%- elif message['role'] == 'system' and ns.context is none -%}
+        {%- set ns.context = message['content'] -%}
+    {%- elif message['role'] == 'assistant' and ns.response is none and ns.instruction is not none -%}
+        {%- set ns.response = message['content'] -%}
+    {%- else -%}
+        {{- raise_exception('PyGPT chat template: expected one user message (the instruction), optionally one '
+                            'system message (its context) and one assistant message (the response) after the '
+                            'user message; got an unexpected ' + message['role'] + ' message') -}}
+    {%- endif -%}
+{%- endfor -%}
+{%- if ns.instruction is none -%}
+    {{- raise_exception('PyGPT chat template: no user message (the instruction)') -}}
+{%- endif -%}
+{{- '### Instruction:\\n' + ns.instruction + '\\n\\n' -}}
+{%- if ns.context and ns.context.strip() -%}
+    {{- '### Input:\\n' + ns.context + '\\n\\n' -}}
+{%- endif -%}
+{%- if ns.response is not none -%}
+    {{- '### Response:\\n' -}}{%- generation -%}{{- ns.response -}}{%- endgeneration -%}
+{%- elif add_generation_prompt -%}
+    {{- '### Response:\\n' -}}
+{%- endif -%}
+"""
 
 LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 EMBEDDED_CORPUS_NAME = "tinyshakespeare (embedded)"
@@ -37,6 +85,27 @@ def render_instruction(instruction: str, response: str, context: str | None = No
     """Fill `INSTRUCTION_TEMPLATE`: the one place that decides what an instruction record looks like."""
     context_block = CONTEXT_BLOCK.format(context=context) if context and context.strip() else ""
     return INSTRUCTION_TEMPLATE.format(instruction=instruction, context_block=context_block, response=response)
+
+
+def instruction_messages(instruction: str, response: str | None = None, context: str | None = None) -> list[dict]:
+    """The chat messages `CHAT_TEMPLATE` renders into `render_instruction(instruction, response, context)`."""
+    messages = [{"role": "user", "content": instruction}]
+    if context is not None:
+        messages.append({"role": "system", "content": context})
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """`--strip-labels` as a tuple of labels ("Instruction,Input" -> ("Instruction", "Input")); None = off."""
+    if value is None:
+        return None
+    labels = tuple(part.strip() for part in (value.split(",") if isinstance(value, str) else value))
+    if not labels or not all(labels):
+        raise ValueError(f"--strip-labels takes a comma-separated list of labels, e.g. Instruction,Response; "
+                         f"got {value!r}")
+    return labels
 
 
 @dataclass
@@ -69,20 +138,34 @@ def _field(record: dict, name: str, stats: RowStats, required: bool = True) -> s
     return value
 
 
-def render_record(record: dict, fmt: str, text_column: str, stats: RowStats) -> list[str]:
-    """The documents (usually one) a record renders to; [] when the row is skipped (and counted)."""
+def render_documents(record: dict, fmt: str, text_column: str, stats: RowStats,
+                     strip_labels: Sequence[str] | None = None) -> list[tuple[str, int]]:
+    """The (document, response_start) pairs a record renders to; [] when the row is skipped (and counted).
+
+    `response_start` is where the response begins in the document (the prompt is document[:response_start]);
+    0 for `text` documents, which have no prompt.
+    """
     stats.rows += 1
     stats.columns_seen.update(k for k, v in record.items() if v is not None)
-    docs: list[str] = []
+    docs: list[tuple[str, int]] = []
+
+    def instruction_doc(instruction: str, response: str, context: str | None) -> tuple[str, int]:
+        return render_instruction(instruction, response, context), len(render_instruction(instruction, "", context))
+
     if fmt == "text":
         text = _field(record, text_column, stats)
-        docs = [text] if text is not None else []
+        if text is not None and strip_labels:
+            text = _strip_labels(text, strip_labels)
+            if not text.strip():
+                stats.skipped["are blank after --strip-labels"] += 1
+                text = None
+        docs = [(text, 0)] if text is not None else []
     elif fmt == "dolly":
         instruction = _field(record, "instruction", stats)
         response = _field(record, "response", stats) if instruction is not None else None
         context = _field(record, "context", stats, required=False) if response is not None else None
         if response is not None:
-            docs = [render_instruction(instruction, response, context)]
+            docs = [instruction_doc(instruction, response, context)]
     elif fmt == "alpaca":
         instruction = _field(record, "instruction", stats)
         if instruction is not None and isinstance(record.get("instances"), list):
@@ -90,18 +173,51 @@ def render_record(record: dict, fmt: str, text_column: str, stats: RowStats) -> 
                 output = instance.get("output") if isinstance(instance, dict) else None
                 if isinstance(output, str) and output.strip():
                     context = instance.get("input") if isinstance(instance.get("input"), str) else None
-                    docs.append(render_instruction(instruction, output, context))
+                    docs.append(instruction_doc(instruction, output, context))
             if not docs:
                 stats.skipped["have no usable 'instances'"] += 1
         elif instruction is not None:
             response = _field(record, "output", stats)
             context = _field(record, "input", stats, required=False) if response is not None else None
             if response is not None:
-                docs = [render_instruction(instruction, response, context)]
+                docs = [instruction_doc(instruction, response, context)]
     else:
         raise ValueError(f"unknown --format {fmt!r}; expected text, dolly or alpaca")
     stats.used += bool(docs)
     return docs
+
+
+def render_record(record: dict, fmt: str, text_column: str, stats: RowStats,
+                  strip_labels: Sequence[str] | None = None) -> list[str]:
+    """The documents (usually one) a record renders to; [] when the row is skipped (and counted)."""
+    return [doc for doc, _ in render_documents(record, fmt, text_column, stats, strip_labels)]
+
+
+def rendered_features():
+    """The columns every rendered source has, whatever its format: what `interleave_datasets` lines up."""
+    from datasets import Features, Value
+    from datasets import Sequence as ListOf  # datasets >= 4 turns it into List(...); 3.x has only Sequence
+
+    return Features({"text": ListOf(Value("string")), "response_start": ListOf(Value("int64")),
+                     "source": Value("int32")})
+
+
+def render_source(raw, fmt: str, text_column: str, stats: RowStats, source_index: int = 0,
+                  strip_labels: Sequence[str] | None = None, batch_size: int = 256):
+    """A streaming dataset of raw records -> one row per record: its documents, where each response starts,
+    and which source it came from. Every other column (e.g. synthetic math's `meta`) is dropped."""
+    features = rendered_features()
+
+    def render(batch: dict[str, list]) -> dict[str, list]:
+        n_rows = len(next(iter(batch.values()))) if batch else 0
+        out: dict[str, list] = {"text": [], "response_start": [], "source": [source_index] * n_rows}
+        for i in range(n_rows):
+            docs = render_documents({k: batch[k][i] for k in batch}, fmt, text_column, stats, strip_labels)
+            out["text"].append([doc for doc, _ in docs])
+            out["response_start"].append([start for _, start in docs])
+        return out
+
+    return raw.map(render, batched=True, batch_size=batch_size, features=features).select_columns(list(features))
 
 
 def _local_files(path: str) -> tuple[str, list[str]]:

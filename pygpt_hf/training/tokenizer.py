@@ -2,13 +2,20 @@
 
 Whatever its origin, it must follow the project's id layout (256 = <|endoftext|>, 257 = <|pad|>), because
 the data pipeline separates documents with id 256 and the model config fixes bos/eos/pad to 256/257.
+
+A run on instruction records (any source in --format dolly or alpaca) stores the instruction template as
+the tokenizer's chat template (`set_instruction_chat_template`), so the saved model folder answers
+`apply_chat_template` with exactly the text it was trained on; text-only runs leave the tokenizer's chat
+template as it is (a model that never saw the template should not advertise one).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 
 from .data import EOS_ID, PAD_ID
+from .sources import CHAT_TEMPLATE
 
 
 def check_layout(tokenizer, where: str):
@@ -42,3 +49,33 @@ def train_new_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length:
         train_tokenizer(texts, vocab_size=vocab_size, model_max_length=model_max_length, show_progress=show_progress),
         "trained here",
     )
+
+
+def set_instruction_chat_template(tokenizer) -> str | None:
+    """Make `CHAT_TEMPLATE` the tokenizer's chat template; returns a note when it replaced another one."""
+    previous = tokenizer.chat_template
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if previous is not None and previous != CHAT_TEMPLATE:
+        return "note: the tokenizer's chat template was replaced by the instruction template this run trains on"
+    return None
+
+
+def tokenizer_json(tokenizer) -> str:
+    """The text of tokenizer.json as `save_pretrained` writes it, without the runtime padding/truncation
+    settings (transformers leaves those in the backend after a call with padding=/truncation=)."""
+    from tokenizers import Tokenizer
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} is a slow tokenizer without tokenizer.json; load the fast one "
+                         "(AutoTokenizer's default)")
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend.to_str(pretty=True)
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    """sha256 of tokenizer.json (`tokenizer_json`): it covers everything that decides the ids (vocabulary,
+    merges, pre-tokenizer, special tokens) and nothing that does not (the chat template lives in
+    tokenizer_config.json / chat_template.jinja). `sha256sum tokenizer.json` of a saved copy gives it too."""
+    return hashlib.sha256(tokenizer_json(tokenizer).encode("utf-8")).hexdigest()

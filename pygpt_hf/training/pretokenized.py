@@ -1,0 +1,255 @@
+"""Pre-tokenized data: tokenize once (scripts/pretokenize.py), train many times without the tokenizer's cost.
+
+A pre-tokenized folder:
+
+    manifest.json              what it holds, how it was made, and the tokenizer's sha256 (see below)
+    tokenizer/                 the tokenizer it was made with (save_pretrained; with the chat template)
+    train/train-00000.parquet  the training token stream, cut into rows of seq_len tokens
+    eval/eval-00000.parquet    the held-out documents, one row each: input_ids, loss_mask, num_bytes, loss_bytes
+
+The training rows are the exact token stream the on-the-fly pipeline (data.py) packs: documents rendered,
+tokenized, each ended with <|endoftext|>, concatenated in the order the mixture draws them, then cut into
+rows of `seq_len` tokens (the last row may be shorter), each with its loss-mask bits (always written, so
+one folder serves both --loss-on all and --loss-on response). `TokenStream` concatenates the rows again and
+packs them into overlapping seq_len + 1 blocks, so training from the folder gives the very batches that
+tokenizing on the fly gives; a different --seq-len re-cuts the same stream, exactly.
+
+The tokenizer hash is the sha256 of tokenizer.json (`tokenizer.tokenizer_sha256`; `sha256sum
+tokenizer/tokenizer.json` prints it too). Training refuses a folder whose hash is not its tokenizer's:
+the ids would mean other tokens. The folder is written into a temporary sibling and renamed when complete.
+Stream position and resume: parquet sources resume exactly through `IterableDataset.state_dict()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .tokenizer import tokenizer_json, tokenizer_sha256
+
+MANIFEST = "manifest.json"
+KIND = "pygpt_hf pre-tokenized data"
+VERSION = 1
+TOKENIZER_DIR = "tokenizer"
+DEFAULT_SHARD_TOKENS = 1 << 24  # 16M tokens (64 MB of int32 before compression) per training shard
+
+
+def is_pretokenized(path: str | None) -> bool:
+    return path is not None and os.path.isfile(os.path.join(os.path.expanduser(path), MANIFEST))
+
+
+def read_manifest(folder: str) -> dict:
+    """The folder's manifest, checked: kind, version, and that the files it lists are there."""
+    path = os.path.join(folder, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable pre-tokenized manifest: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise ValueError(f"{path} is not a manifest written by scripts/pretokenize.py (no kind {KIND!r})")
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"{path} has version {manifest.get('version')!r}; this pygpt_hf reads version {VERSION}")
+    missing = [name for name in manifest["train_files"] + manifest["eval_files"] + [TOKENIZER_DIR]
+               if not os.path.exists(os.path.join(folder, name))]
+    if missing:
+        raise ValueError(f"pre-tokenized folder {folder} is incomplete: missing {', '.join(missing)}")
+    return manifest
+
+
+def check_tokenizer(manifest: dict, folder: str, tokenizer, where: str) -> None:
+    """Refuse a tokenizer that is not the one the folder was made with, naming both hashes."""
+    ours, theirs = tokenizer_sha256(tokenizer), manifest["tokenizer_sha256"]
+    if ours != theirs:
+        raise ValueError(
+            f"the tokenizer {where} (tokenizer.json sha256 {ours}) is not the one the pre-tokenized folder "
+            f"{folder} was made with (sha256 {theirs}): its token ids would mean other tokens. Leave --tokenizer out "
+            f"to use the folder's own copy ({os.path.join(folder, TOKENIZER_DIR)}), or pre-tokenize again with "
+            f"this tokenizer")
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+
+class _ShardWriter:
+    """Rows of token lists -> parquet shards of at most `rows_per_shard` rows, named prefix-00000.parquet ..."""
+
+    def __init__(self, folder: str, prefix: str, schema, rows_per_shard: int):
+        self.folder, self.prefix, self.schema, self.rows_per_shard = folder, prefix, schema, rows_per_shard
+        self.files: list[str] = []
+        self._writer = None
+        self._rows_in_shard = 0
+        os.makedirs(os.path.join(folder, prefix), exist_ok=True)
+
+    def _next_shard(self) -> None:
+        import pyarrow.parquet as pq
+
+        self.close()
+        name = f"{self.prefix}/{self.prefix}-{len(self.files):05d}.parquet"
+        self.files.append(name)
+        self._writer = pq.ParquetWriter(os.path.join(self.folder, name), self.schema)
+        self._rows_in_shard = 0
+
+    def write(self, columns: dict[str, list]) -> None:
+        import pyarrow as pa
+
+        n = len(next(iter(columns.values())))
+        start = 0
+        while start < n:
+            if self._writer is None or self._rows_in_shard == self.rows_per_shard:
+                self._next_shard()
+            take = min(n - start, self.rows_per_shard - self._rows_in_shard)
+            self._writer.write_table(pa.table({k: v[start:start + take] for k, v in columns.items()}, schema=self.schema))
+            self._rows_in_shard += take
+            start += take
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self) -> list[str]:
+        """Close the last shard; with no rows at all, write one empty shard (readers need a file)."""
+        if not self.files:
+            self._next_shard()
+            self._writer.write_table(self.schema.empty_table())
+        self.close()
+        return self.files
+
+
+def _schemas():
+    import pyarrow as pa
+
+    train = pa.schema([("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.uint8()))])
+    held_out = pa.schema([("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.uint8())),
+                          ("num_bytes", pa.int64()), ("loss_bytes", pa.int64())])
+    return train, held_out
+
+
+def write_pretokenized(
+    output_dir: str,
+    *,
+    tokenizer,
+    eval_rows: Iterable[dict],
+    train_rows: Iterable[dict],
+    seq_len: int,
+    recipe: dict,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """Write a pre-tokenized folder atomically and return its manifest.
+
+    `eval_rows` / `train_rows`: tokenized rows (data.tokenize_documents with a mask): {"input_ids",
+    "loss_mask", "num_bytes", "loss_bytes"}; the training rows are read once, in order. `recipe` (how the
+    documents were chosen and rendered) goes into the manifest as it is.
+    """
+    output_dir = os.path.abspath(os.path.expanduser(output_dir))
+    if os.path.exists(output_dir) and not overwrite and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        raise FileExistsError(f"--output-dir {output_dir} exists and is not empty; pass --overwrite to replace it")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+        manifest = _write_into(staging, tokenizer, eval_rows, train_rows, seq_len, recipe, shard_tokens, show_progress)
+        if os.path.exists(output_dir):  # only with overwrite (checked above)
+            old = staging + ".old"
+            os.rename(output_dir, old)
+            os.rename(staging, output_dir)
+            shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+        else:
+            os.rename(staging, output_dir)  # the commit point
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_into(folder, tokenizer, eval_rows, train_rows, seq_len, recipe, shard_tokens, show_progress) -> dict:
+    train_schema, eval_schema = _schemas()
+    tokenizer.save_pretrained(os.path.join(folder, TOKENIZER_DIR))
+    with open(os.path.join(folder, TOKENIZER_DIR, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(tokenizer_json(tokenizer))  # without runtime padding/truncation: sha256sum gives the hash
+
+    # held-out documents, one row each (a few hundred: written in one go)
+    held_out = _ShardWriter(folder, "eval", eval_schema, rows_per_shard=1 << 20)
+    kept = [row for row in eval_rows if row["input_ids"]]
+    held_out.write({name: [row[name] for row in kept] for name in eval_schema.names})
+    eval_docs, eval_tokens = len(kept), sum(len(row["input_ids"]) for row in kept)
+    eval_files = held_out.finish()
+
+    # the training stream, cut into rows of seq_len tokens
+    train = _ShardWriter(folder, "train", train_schema, rows_per_shard=max(1, shard_tokens // seq_len))
+    ids_carry, mask_carry = np.zeros(0, np.int32), np.zeros(0, np.uint8)
+    train_docs = train_tokens = counted = 0
+
+    def flush(final: bool) -> tuple[np.ndarray, np.ndarray]:
+        n_rows = len(ids_carry) // seq_len + (final and len(ids_carry) % seq_len > 0)
+        if n_rows:
+            cut = [ids_carry[i * seq_len:(i + 1) * seq_len].tolist() for i in range(n_rows)]
+            cut_mask = [mask_carry[i * seq_len:(i + 1) * seq_len].tolist() for i in range(n_rows)]
+            train.write({"input_ids": cut, "loss_mask": cut_mask})
+        return ids_carry[n_rows * seq_len:], mask_carry[n_rows * seq_len:]
+
+    for row in tqdm(train_rows, desc="tokenizing", unit=" records", disable=not show_progress):
+        if not row["input_ids"]:
+            continue
+        train_docs += 1
+        train_tokens += len(row["input_ids"])
+        counted += sum(row["loss_mask"])
+        ids_carry = np.concatenate([ids_carry, np.asarray(row["input_ids"], np.int32)])
+        mask_carry = np.concatenate([mask_carry, np.asarray(row["loss_mask"], np.uint8)])
+        if len(ids_carry) >= 64 * seq_len:
+            ids_carry, mask_carry = flush(final=False)
+    flush(final=True)
+    train_files = train.finish()
+
+    manifest = {
+        "kind": KIND,
+        "version": VERSION,
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "vocab_size": len(tokenizer),
+        "seq_len": seq_len,
+        "train_tokens": train_tokens,
+        "train_rows": -(-train_tokens // seq_len),
+        "train_documents": train_docs,
+        "train_response_tokens": counted,  # tokens in the loss mask (response + <|endoftext|>; all of text docs)
+        "eval_documents": eval_docs,
+        "eval_tokens": eval_tokens,
+        "train_files": train_files,
+        "eval_files": eval_files,
+        "recipe": recipe,
+    }
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    return manifest
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def _parquet(folder: str, files: list[str]):
+    from datasets import load_dataset
+
+    return load_dataset("parquet", data_files=[os.path.join(folder, name) for name in files], split="train",
+                        streaming=True)
+
+
+def train_dataset(folder: str, manifest: dict):
+    """The training rows (seq_len-token pieces of the stream, with their loss masks), streamed in order."""
+    return _parquet(folder, manifest["train_files"]).select_columns(["input_ids", "loss_mask"])
+
+
+def eval_dataset(folder: str, manifest: dict):
+    """The held-out documents: rows of {"input_ids", "loss_mask", "num_bytes", "loss_bytes"}."""
+    return _parquet(folder, manifest["eval_files"])
