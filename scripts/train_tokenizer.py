@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
 import sys
-import tempfile
 
+from pygpt_hf.atomic import atomic_folder
 from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
 from pygpt_hf.training.settings import DEFAULT_STRIP_LABELS
 from pygpt_hf.training.sources import RowStats, open_source, parse_labels, render_record
@@ -73,26 +72,8 @@ def read_texts(dataset: str, text_column: str, split: str, stats: RowStats, stri
 
 def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
     """save_pretrained into a temporary sibling folder, then rename it to `output_dir`."""
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+    with atomic_folder(output_dir) as staging:  # an existing folder is replaced only with --overwrite
         tokenizer.save_pretrained(staging)
-        if os.path.exists(output_dir):  # only with --overwrite (checked before training)
-            old = staging + ".old"
-            os.rename(output_dir, old)
-            os.rename(staging, output_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_folder
 from .tokenizer import tokenizer_json, tokenizer_sha256
 
 MANIFEST = "manifest.json"
@@ -153,24 +152,8 @@ def write_pretokenized(
     output_dir = os.path.abspath(os.path.expanduser(output_dir))
     if os.path.exists(output_dir) and not overwrite and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         raise FileExistsError(f"--output-dir {output_dir} exists and is not empty; pass --overwrite to replace it")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+    with atomic_folder(output_dir) as staging:  # an existing folder is replaced only with overwrite (above)
         manifest = _write_into(staging, tokenizer, eval_rows, train_rows, seq_len, recipe, shard_tokens, show_progress)
-        if os.path.exists(output_dir):  # only with overwrite (checked above)
-            old = staging + ".old"
-            os.rename(output_dir, old)
-            os.rename(staging, output_dir)
-            shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
-        else:
-            os.rename(staging, output_dir)  # the commit point
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
