@@ -394,16 +394,28 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As transformers' `from_pretrained`, with a clear error when the weights file is damaged."""
+        """As transformers' `from_pretrained`, with a clear error when the weights file is damaged.
+
+        With `_do_init=False` it returns `(model, params)` as transformers does. Its PT->Flax loader reads
+        `model.params` for the tree's names and shapes, which a model without params cannot give, so the
+        checkpoint is loaded normally and its params handed out beside a model that holds none.
+        """
         from safetensors import SafetensorError
 
+        do_init = kwargs.pop("_do_init", True)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as err:
             raise OSError(
                 f"The weights file (model.safetensors) of {pretrained_model_name_or_path!s} is corrupted or "
                 f"truncated and cannot be read: {err}. Re-download or re-save the checkpoint."
             ) from err
+        if do_init:
+            return model
+        empty = cls(model.config, input_shape=model.input_shape, dtype=model.dtype,
+                    param_dtype=model.module.param_dtype, _do_init=False)
+        empty.generation_config = model.generation_config
+        return empty, model.params
 
 
 class FlaxPyGPTModel(FlaxPyGPTPreTrainedModel):

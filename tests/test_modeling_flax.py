@@ -143,6 +143,14 @@ def test_save_load_round_trip_through_auto_class(model, tmp_path):
     np.testing.assert_allclose(base(ids).last_hidden_state, hidden, atol=1e-6)
 
 
+def test_load_without_init_returns_model_and_params(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    empty, params = FlaxAutoModelForCausalLM.from_pretrained(tmp_path, _do_init=False)
+    assert type(empty) is FlaxPyGPTForCausalLM and not empty._is_initialized
+    ids = random_ids(2, 9)
+    np.testing.assert_array_equal(empty(ids, params=params).logits, model(ids).logits)
+
+
 def test_checkpoint_is_pytorch_layout_safetensors(model, tmp_path):
     from safetensors import safe_open
 
