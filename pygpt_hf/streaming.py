@@ -73,21 +73,26 @@ def sample_token(logits: jnp.ndarray, key: jax.Array, temperature: float = 1.0, 
     """Next token ids (B,) from logits (B, V). temperature 0 is greedy (argmax, like `generate`).
 
     top_k keeps the k most likely tokens; top_p keeps the smallest set of most likely tokens whose
-    probabilities reach p (nucleus sampling). Both are applied after the temperature, like transformers'.
+    probabilities reach p (nucleus sampling). Both apply after the temperature, through the very logits
+    warpers Flax `generate` uses, so streaming samples as `generate(do_sample=True)` does.
     """
+    from transformers.generation.flax_logits_process import (
+        FlaxTemperatureLogitsWarper,
+        FlaxTopKLogitsWarper,
+        FlaxTopPLogitsWarper,
+    )
+
     if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
+    warpers = [FlaxTemperatureLogitsWarper(temperature)]
     if top_k and top_k < logits.shape[-1]:
-        kth_largest = jax.lax.top_k(logits, top_k)[0][:, -1:]  # (B, 1)
-        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+        warpers.append(FlaxTopKLogitsWarper(top_k))
     if top_p is not None and top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # (B, V), most likely first
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs  # probability of the strictly more likely tokens
-        cutoff = jnp.min(jnp.where(mass_before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)  # (B, 1)
-        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+        warpers.append(FlaxTopPLogitsWarper(top_p))
+    scores = logits.astype(jnp.float32)
+    for warp in warpers:  # the warpers ignore input_ids and cur_len
+        scores = warp(None, scores, 0)
+    return jax.random.categorical(key, scores, axis=-1).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------------------
