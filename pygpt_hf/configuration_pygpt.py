@@ -132,6 +132,137 @@ class PyGPTConfig(PretrainedConfig):
             raise ValueError(f"PyGPTConfig.rope_theta must be > 0, got {self.rope_theta!r}")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# One contract for bad input, shared by the Flax model and its PyTorch twin: both call these with plain
+# Python values (shapes, dtype names, the smallest and largest id), so a bad input gets the same ValueError,
+# naming the argument and its limit, in either framework. Shape checks cost nothing under `jax.jit` (shapes
+# are known at trace time); value checks need concrete values, so the wrappers skip them for jax tracers.
+
+
+def check_token_ids(shape: tuple, dtype: str, is_integer: bool, n_positions: int, past: int = 0,
+                    capacity: int | None = None, name: str = "input_ids") -> None:
+    """`input_ids` must be a non-empty (batch, sequence) array of integers that fits the context with the past.
+
+    `past` is the number of tokens a KV cache already holds; `capacity` the cache's own length when it is
+    shorter than the context (a Flax cache is allocated for `max_length` tokens).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must have shape (batch, sequence), got shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"{name} is empty (shape {shape}): give at least one row and one token per row")
+    if not is_integer:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {dtype}")
+    check_length(shape[1], n_positions, past, capacity, name)
+
+
+def check_length(new: int, n_positions: int, past: int = 0, capacity: int | None = None,
+                 name: str = "input_ids") -> None:
+    """`past` cached plus `new` tokens must fit the context `n_positions` (and the cache's `capacity`)."""
+    total = past + new
+    what = f"{total} tokens (past {past} + new {new})" if past else f"{new} tokens"
+    if total > n_positions:
+        raise ValueError(f"{name}: {what} exceed the context length n_positions={n_positions}")
+    if capacity is not None and total > capacity:
+        raise ValueError(f"{name}: {what} exceed the KV cache's length max_length={capacity} (see init_cache)")
+
+
+def check_token_values(low: int, high: int, vocab_size: int, name: str = "input_ids") -> None:
+    """Every id must lie in [0, vocab_size): an out-of-range id would be clamped (Flax) or crash (PyTorch)."""
+    if low < 0:
+        raise ValueError(f"{name} contains the negative id {low}; token ids must be in [0, vocab_size={vocab_size})")
+    if high >= vocab_size:
+        raise ValueError(
+            f"{name} contains the id {high}, outside the vocabulary; token ids must be in [0, vocab_size={vocab_size})"
+        )
+
+
+def check_attention_mask(shape: tuple, batch: int, past: int, new: int, capacity: int | None = None) -> None:
+    """`attention_mask` covers every key position: (batch, past + new); with a Flax cache also (batch, max_length)."""
+    shape, expected = tuple(int(n) for n in shape), (batch, past + new)
+    allowed = [expected] + ([(batch, capacity)] if capacity is not None and capacity != past + new else [])
+    if shape not in allowed:
+        also = f" or (batch, max_length) = {allowed[1]}" if len(allowed) > 1 else ""
+        raise ValueError(
+            f"attention_mask must have shape (batch, past + new) = {expected}{also}, got {shape} "
+            f"(input_ids: batch {batch}, {new} new tokens, {past} cached)"
+        )
+
+
+def check_position_ids(shape: tuple, dtype: str, is_integer: bool, batch: int, new: int) -> None:
+    """`position_ids` are (batch, new) or (1, new) integers, like input_ids."""
+    shape = tuple(int(n) for n in shape)
+    if shape not in ((batch, new), (1, new)):
+        raise ValueError(f"position_ids must have shape (batch, new) = {(batch, new)} or (1, {new}), got {shape}")
+    if not is_integer:
+        raise ValueError(f"position_ids must hold integer positions, got dtype {dtype}")
+
+
+def check_position_values(low: int, high: int, n_positions: int) -> None:
+    """Positions must lie in [0, n_positions): learned tables end there, and no encoding was trained beyond."""
+    if low < 0 or high >= n_positions:
+        bad = low if low < 0 else high
+        raise ValueError(f"position_ids contains {bad}; positions must be in [0, n_positions={n_positions})")
+
+
+def check_generation_length(prompt: int, n_positions: int, max_new_tokens: int | None = None,
+                            max_length: int | None = None) -> int:
+    """The total length generate will reach, refused up front when it cannot fit; returns it.
+
+    `max_new_tokens` wins over `max_length` (as in transformers); with neither, transformers' default of 20
+    new tokens is capped at the context, which needs room for at least one.
+    """
+    if max_new_tokens is not None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        total, asked = prompt + max_new_tokens, f"prompt {prompt} + max_new_tokens {max_new_tokens}"
+    elif max_length is not None:
+        if max_length <= prompt:
+            raise ValueError(
+                f"max_length={max_length} leaves no room after the prompt of {prompt} tokens; "
+                f"pass max_new_tokens (> 0) instead"
+            )
+        total, asked = max_length, f"max_length {max_length}"
+    else:  # transformers' default: 20 new tokens, capped at the context
+        total, asked = min(prompt + 20, max(n_positions, prompt + 1)), f"prompt {prompt} + at least 1 new token"
+    if total > n_positions:
+        raise ValueError(
+            f"generate: {asked} = {total} tokens exceed the context length n_positions={n_positions}; "
+            f"ask for fewer new tokens or a shorter prompt"
+        )
+    return total
+
+
+def check_max_shard_size(max_shard_size: int | str, weights_bytes: int) -> None:
+    """One `model.safetensors` is the only layout for now: a shard size smaller than the weights is refused."""
+    try:
+        from transformers.utils.hub import convert_file_size_to_int
+    except ImportError:  # pragma: no cover - moved in some transformers versions
+        from huggingface_hub.serialization._base import parse_size_to_int as convert_file_size_to_int
+    try:
+        limit = convert_file_size_to_int(max_shard_size)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"save_pretrained: max_shard_size={max_shard_size!r} is not a size such as '5GB'") from err
+    if limit < weights_bytes:
+        raise ValueError(
+            f"save_pretrained: max_shard_size={max_shard_size!r} ({limit} bytes) is smaller than the weights, "
+            f"{weights_bytes} bytes in one model.safetensors; sharded checkpoints are not supported yet, so pass "
+            f"max_shard_size >= {weights_bytes} (or leave the default)"
+        )
+
+
+def check_generation_config_file(name_or_path, kwargs: dict) -> None:
+    """transformers' `from_pretrained` falls back to a default generation config when generation_config.json
+    cannot be read, which hides a damaged file: re-read a local one, so a broken file raises and is named."""
+    import os
+
+    from transformers import GenerationConfig
+
+    folder = os.path.join(str(name_or_path), kwargs.get("subfolder") or "")
+    if os.path.isfile(os.path.join(folder, "generation_config.json")):
+        GenerationConfig.from_pretrained(folder)
+
+
 # Remote code: every saved folder carries these files and this `auto_map`, so a machine without pygpt_hf
 # loads it with `trust_remote_code=True` (PyTorch on transformers 4.57 and 5.x; Flax on 4.57).
 TRAVELLING_FILES = (

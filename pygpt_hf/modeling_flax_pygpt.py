@@ -9,6 +9,7 @@ This file travels with saved checkpoints (remote code), so it imports only its s
 `configuration_pygpt` and installed packages.
 """
 
+import copy
 import os
 from functools import partial
 
@@ -18,10 +19,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core.frozen_dict import FrozenDict, freeze, unfreeze
 from flax.traverse_util import flatten_dict, unflatten_dict
+from transformers import GenerationConfig
 from transformers.modeling_flax_outputs import FlaxBaseModelOutputWithPast, FlaxCausalLMOutputWithCrossAttentions
 from transformers.modeling_flax_utils import ACT2FN, FlaxPreTrainedModel
 
-from .configuration_pygpt import PyGPTConfig, save_remote_code
+from .configuration_pygpt import (
+    PyGPTConfig,
+    check_attention_mask,
+    check_generation_config_file,
+    check_generation_length,
+    check_max_shard_size,
+    check_position_ids,
+    check_position_values,
+    check_token_ids,
+    check_token_values,
+    save_remote_code,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Position encodings
@@ -292,6 +305,85 @@ def _cache_length(cache: dict) -> jnp.ndarray:
     return next(value for path, value in flatten_dict(unfreeze(cache)).items() if path[-1] == "cache_index")
 
 
+def _cache_shape(cache: dict) -> tuple[int, int]:
+    """(batch, max_length) a KV cache was allocated for (its keys are (B, max_length, H, D))."""
+    key = next(value for path, value in flatten_dict(unfreeze(cache)).items() if path[-1] == "cached_key")
+    return int(key.shape[0]), int(key.shape[1])
+
+
+def _is_concrete(x) -> bool:
+    """True outside a jax transformation: the values can be read (inside `jax.jit` they are tracers)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _as_array(x):
+    """Lists, tuples and numpy arrays as numpy; jax arrays and tracers as they are (no copy, no device sync)."""
+    return x if isinstance(x, (jax.Array, jax.core.Tracer)) else np.asarray(x)
+
+
+def _dtype_of(x) -> tuple[str, bool]:
+    dtype = np.dtype(x.dtype)
+    return str(dtype), dtype.kind in "iu"
+
+
+def _min_max(x) -> tuple[int, int]:
+    x = np.asarray(x)
+    return int(x.min()), int(x.max())
+
+
+# Generation settings transformers 4.57's Flax `generate` reads (min_new_tokens and max_length we translate,
+# use_cache changes nothing: Flax always decodes with the cache). Any other setting is refused rather than
+# silently ignored; the PyTorch twin's `generate` honours them all.
+FLAX_GENERATION_FIELDS = frozenset({
+    "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "max_length", "max_new_tokens",
+    "min_length", "min_new_tokens", "do_sample", "num_beams", "temperature", "top_k", "top_p",
+    "no_repeat_ngram_size", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+    "forced_eos_token_id", "forced_decoder_ids", "length_penalty", "early_stopping", "num_return_sequences",
+    "use_cache", "transformers_version", "_from_model_config",
+})
+
+
+def validate_flax_inputs(config: PyGPTConfig, input_ids, attention_mask=None, position_ids=None,
+                         past_key_values=None):
+    """Check a forward pass's inputs against the shared contract (configuration_pygpt); return the mask to use.
+
+    Shapes and dtypes are checked always, at trace time, so jitted code pays nothing. Values (ids in the
+    vocabulary, positions in the context, how full the cache is) are checked only where they are concrete:
+    inside your own `jax.jit` an out-of-range id is clamped by the embedding lookup, so check ids before.
+    """
+    dtype, is_integer = _dtype_of(input_ids)
+    B, T = (tuple(input_ids.shape) + (0, 0))[:2] if input_ids.ndim == 2 else (0, 0)
+    past, capacity = 0, None
+    if past_key_values is not None:
+        cache_batch, capacity = _cache_shape(past_key_values)
+        index = _cache_length(past_key_values)
+        past = int(index) if _is_concrete(index) else None  # traced inside generate's decoding loop
+        if input_ids.ndim == 2 and cache_batch != B:
+            raise ValueError(f"past_key_values holds a batch of {cache_batch} (init_cache), input_ids a batch of {B}")
+    check_token_ids(input_ids.shape, dtype, is_integer, config.n_positions, past or 0, capacity)
+    if _is_concrete(input_ids):
+        check_token_values(*_min_max(input_ids), config.vocab_size)
+    if position_ids is not None:
+        check_position_ids(position_ids.shape, *_dtype_of(position_ids), B, T)
+        if _is_concrete(position_ids):
+            check_position_values(*_min_max(position_ids), config.n_positions)
+    if attention_mask is None:
+        return None
+    if past is None:  # the cache's fill is traced: only the full-cache mask (as generate passes it) can be checked
+        if tuple(attention_mask.shape) != (B, capacity):
+            raise ValueError(f"attention_mask must have shape (batch, max_length) = {(B, capacity)} with a traced "
+                             f"cache, got {tuple(attention_mask.shape)}")
+        return attention_mask
+    check_attention_mask(attention_mask.shape, B, past, T, capacity)
+    if capacity is not None and attention_mask.shape[1] < capacity:  # (B, past + T): the future slots stay masked
+        attention_mask = jnp.pad(attention_mask, ((0, 0), (0, capacity - attention_mask.shape[1])))
+    return attention_mask
+
+
+# What push_to_hub=True passes on to the Hub (transformers' `_upload_modified_files`, plus the repo's name).
+HUB_KWARGS = ("repo_id", "private", "commit_message", "create_pr", "revision", "commit_description")
+
+
 class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
     """Owns parameters, the KV cache and (de)serialization; subclasses pick the linen module."""
 
@@ -322,6 +414,11 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
 
     def init_cache(self, batch_size: int, max_length: int) -> dict:
         """An empty KV cache for decoding up to `max_length` tokens (zeros of shape (B, max_length, H, D))."""
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"init_cache: batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(max_length, int) or not 0 < max_length <= self.config.n_positions:
+            raise ValueError(f"init_cache: max_length must be in [1, n_positions={self.config.n_positions}], "
+                             f"got {max_length!r}")
         input_ids = jnp.ones((batch_size, max_length), dtype="i4")
         position_ids = jnp.broadcast_to(jnp.arange(max_length), input_ids.shape)
         init = partial(self.module.init, return_dict=False, init_cache=True)
@@ -336,11 +433,18 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else cfg.output_attentions
         output_hidden_states = output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states
         return_dict = return_dict if return_dict is not None else cfg.return_dict
+        input_ids = _as_array(input_ids)
+        attention_mask = None if attention_mask is None else _as_array(attention_mask)
+        position_ids = None if position_ids is None else _as_array(position_ids)
+        attention_mask = validate_flax_inputs(cfg, input_ids, attention_mask, position_ids, past_key_values)
+        if train and dropout_rng is None and max(cfg.embd_pdrop, cfg.attn_pdrop, cfg.resid_pdrop) > 0:
+            raise ValueError("train=True applies dropout (PyGPTConfig.*_pdrop > 0) and needs dropout_rng, a PRNG key")
         input_ids = jnp.asarray(input_ids, dtype="i4")
         B, T = input_ids.shape
         if position_ids is None:  # 0, 1, 2, ... continuing after what the cache already holds
             start = _cache_length(past_key_values) if past_key_values is not None else 0
             position_ids = jnp.broadcast_to(start + jnp.arange(T), (B, T))
+        position_ids = jnp.broadcast_to(jnp.asarray(position_ids), (B, T))
         if attention_mask is not None:
             attention_mask = jnp.asarray(attention_mask, dtype="i4")
 
@@ -361,36 +465,49 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
             return outputs
         return outputs[:1] + (unfreeze(new_cache["cache"]),) + outputs[1:]
 
-    def save_pretrained(self, save_directory, params=None, push_to_hub: bool = False, token=None, **kwargs):
+    def save_pretrained(self, save_directory, params=None, push_to_hub: bool = False, max_shard_size="10GB",
+                        token=None, safe_serialization: bool = True, **kwargs):
         """Save config, generation config and weights, with the weights in the PyTorch layout.
 
         One `model.safetensors` (metadata format "pt") serves both frameworks: the PyTorch twin loads it
         natively (transformers 4.57 and 5.x) and Flax loads it through transformers' PT->Flax path. The
-        travelling source files are copied beside it, so the folder also loads as remote code.
+        travelling source files are copied beside it, so the folder also loads as remote code. Sharded
+        checkpoints are not written yet: a `max_shard_size` smaller than the weights is refused before
+        anything is written. `push_to_hub` takes repo_id, commit_message, private, create_pr, revision and
+        commit_description; any other keyword is an error.
         """
         from safetensors.numpy import save_file
 
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        if kwargs:
+            raise TypeError(f"save_pretrained got unexpected keyword arguments {sorted(kwargs)}")
+        if hub_kwargs and not push_to_hub:
+            raise ValueError(f"save_pretrained: {sorted(hub_kwargs)} only apply with push_to_hub=True")
+        if not safe_serialization:
+            raise ValueError("save_pretrained: PyGPT checkpoints are always model.safetensors; "
+                             "safe_serialization=False (flax_model.msgpack) is not supported")
+        state = flax_params_to_pytorch_layout(params if params is not None else self.params)
+        check_max_shard_size(max_shard_size, sum(value.nbytes for value in state.values()))
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained: {save_directory!s} is a file, not a folder")
+
         os.makedirs(save_directory, exist_ok=True)
         if push_to_hub:
-            commit_message = kwargs.pop("commit_message", None)
-            repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
-            repo_id = self._create_repo(repo_id, private=kwargs.pop("private", None), token=token)
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            repo_id = self._create_repo(repo_id, private=hub_kwargs.pop("private", None), token=token)
             files_timestamps = self._get_files_timestamps(save_directory)
 
         self.config.architectures = [self.__class__.__name__[4:]]  # the PyTorch twin's class name
         self.config.save_pretrained(save_directory)
         if self.can_generate():
             self.generation_config.save_pretrained(save_directory)
-        state = flax_params_to_pytorch_layout(params if params is not None else self.params)
         weights_path = os.path.join(save_directory, "model.safetensors")
         save_file(state, weights_path + ".tmp", metadata={"format": "pt"})
         os.replace(weights_path + ".tmp", weights_path)  # atomic: a crash leaves the old or the new file
         save_remote_code(save_directory)
 
         if push_to_hub:
-            self._upload_modified_files(
-                save_directory, repo_id, files_timestamps, commit_message=commit_message, token=token
-            )
+            self._upload_modified_files(save_directory, repo_id, files_timestamps, token=token, **hub_kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -410,6 +527,7 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
                 f"The weights file (model.safetensors) of {pretrained_model_name_or_path!s} is corrupted or "
                 f"truncated and cannot be read: {err}. Re-download or re-save the checkpoint."
             ) from err
+        check_generation_config_file(pretrained_model_name_or_path, kwargs)
         if do_init:
             return model
         empty = cls(model.config, input_shape=model.input_shape, dtype=model.dtype,
@@ -428,6 +546,47 @@ class FlaxPyGPTForCausalLM(FlaxPyGPTPreTrainedModel):
     """The decoder with its LM head: returns next-token logits (B, T, V); supports `generate()`."""
 
     module_class = FlaxPyGPTForCausalLMModule
+
+    def generate(self, input_ids, generation_config: GenerationConfig | None = None, prng_key=None,
+                 trace: bool = True, params=None, logits_processor=None, **kwargs):
+        """transformers' Flax `generate`, with the inputs and lengths checked first (the twin's messages).
+
+        `max_length` means the total length, as in PyTorch (Flax alone reads an explicit 20 as 20 new
+        tokens); `min_new_tokens` works (Flax alone ignores it); settings the Flax generator would ignore
+        (e.g. repetition_penalty) are refused. Under your own `jax.jit` the ids are tracers and only their
+        shape is checked: an id outside the vocabulary is then clamped by the embedding lookup.
+        """
+        input_ids = _as_array(input_ids)
+        dtype, is_integer = _dtype_of(input_ids)
+        check_token_ids(input_ids.shape, dtype, is_integer, self.config.n_positions)
+        if _is_concrete(input_ids):
+            check_token_values(*_min_max(input_ids), self.config.vocab_size)
+        B, T = input_ids.shape
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = _as_array(kwargs["attention_mask"])
+            check_attention_mask(kwargs["attention_mask"].shape, B, 0, T)
+
+        if kwargs.get("max_new_tokens") is not None:  # before GenerationConfig.update, which words it otherwise
+            check_generation_length(T, self.config.n_positions, kwargs["max_new_tokens"])
+        settings = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        settings.update(**{k: v for k, v in kwargs.items() if hasattr(settings, k)})
+        defaults = GenerationConfig().to_dict()
+        ignored = {k: v for k, v in settings.to_dict().items()
+                   if k not in FLAX_GENERATION_FIELDS and k in defaults and v != defaults[k]}
+        if settings.num_beams == 1 and settings.num_return_sequences != 1:
+            ignored["num_return_sequences"] = settings.num_return_sequences
+        if ignored:
+            raise ValueError(f"generate: {ignored} would be ignored by transformers' Flax generate; drop them "
+                             f"(or use the PyTorch twin, AutoModelForCausalLM, which honours them)")
+        max_length = settings.max_length if "max_length" in kwargs or settings.max_length != 20 else None
+        total = check_generation_length(T, self.config.n_positions, settings.max_new_tokens, max_length)
+        kwargs.pop("max_length", None)
+        kwargs["max_new_tokens"] = total - T  # one meaning for both frameworks
+        min_new_tokens = kwargs.pop("min_new_tokens", settings.min_new_tokens)
+        if min_new_tokens:
+            kwargs["min_length"] = T + min_new_tokens
+        return super().generate(input_ids, generation_config, prng_key=prng_key, trace=trace, params=params,
+                                logits_processor=logits_processor, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, max_length: int, attention_mask=None):
         """Allocate the KV cache for `max_length` tokens and the positions of the prompt.

@@ -9,6 +9,7 @@ Shapes: B batch, T new tokens, S = past + T key positions, C = n_embd, H = n_hea
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from typing import ClassVar
@@ -21,7 +22,19 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .configuration_pygpt import PyGPTConfig, save_remote_code
+from .configuration_pygpt import (
+    PyGPTConfig,
+    check_attention_mask,
+    check_generation_config_file,
+    check_generation_length,
+    check_length,
+    check_max_shard_size,
+    check_position_ids,
+    check_position_values,
+    check_token_ids,
+    check_token_values,
+    save_remote_code,
+)
 
 # Compatibility, transformers 4.57 vs 5.x (the only branch): 5.x renamed the KV-cache argument of `forward`
 # and the field of the output classes from `past_key_values` to `cache`, and its `generate` passes `cache=`.
@@ -42,6 +55,46 @@ def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> t
     freqs = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, D/2)
     emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, D), broadcast over heads
     return emb.cos(), emb.sin()
+
+
+def _dtype_of(x: torch.Tensor) -> tuple[str, bool]:
+    """The dtype's name as numpy spells it ("float32", not "torch.float32"), so messages match the Flax model's."""
+    is_integer = not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+    return str(x.dtype).removeprefix("torch."), is_integer
+
+
+def _values_readable() -> bool:
+    """Reading values (min/max) breaks a `torch.compile` graph: skip value checks while compiling."""
+    return not torch.compiler.is_compiling()
+
+
+def _min_max(x: torch.Tensor) -> tuple[int, int]:
+    return int(x.min()), int(x.max())
+
+
+def validate_torch_inputs(config: PyGPTConfig, input_ids, inputs_embeds, attention_mask, position_ids,
+                          past: int) -> tuple[int, int]:
+    """The shared input contract (configuration_pygpt), as the Flax model applies it; returns (B, T)."""
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        check_token_ids(input_ids.shape, *_dtype_of(input_ids), config.n_positions, past)
+        if _values_readable():
+            check_token_values(*_min_max(input_ids), config.vocab_size)
+        B, T = input_ids.shape
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.n_embd or 0 in inputs_embeds.shape:
+            raise ValueError(f"inputs_embeds must have shape (batch, sequence, n_embd={config.n_embd}) with at least "
+                             f"one token, got {tuple(inputs_embeds.shape)}")
+        B, T, _ = inputs_embeds.shape
+        check_length(T, config.n_positions, past, name="inputs_embeds")
+    if position_ids is not None:
+        check_position_ids(position_ids.shape, *_dtype_of(position_ids), B, T)
+        if _values_readable():
+            check_position_values(*_min_max(position_ids), config.n_positions)
+    if attention_mask is not None:
+        check_attention_mask(attention_mask.shape, B, past, T)
+    return B, T
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -120,6 +173,10 @@ class PyGPTBlock(nn.Module):
         return x, probs
 
 
+# What push_to_hub=True passes on to the Hub, beside the folder.
+HUB_KWARGS = ("repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description")
+
+
 class PyGPTPreTrainedModel(PreTrainedModel):
     """Weight init and the Hugging Face plumbing shared by the base model and the LM."""
 
@@ -149,10 +206,28 @@ class PyGPTPreTrainedModel(PreTrainedModel):
         """Save weights and config as transformers does, then copy the travelling source files beside them.
 
         With `push_to_hub=True` the finished folder is uploaded afterwards (transformers would upload before
-        the code is copied).
+        the code is copied); it takes repo_id, commit_message, private, token, create_pr, revision and
+        commit_description. Sharded checkpoints are not written yet: a `max_shard_size` smaller than the
+        weights is refused before anything is written, as is `safe_serialization=False` (a pickle).
+        Keywords transformers' `save_pretrained` does not name are an error, not ignored.
         """
-        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "token") if k in kwargs}
-        super().save_pretrained(save_directory, *args, **kwargs)
+        if args:
+            raise TypeError("save_pretrained takes save_directory positionally and everything else by keyword")
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
+        if hub_kwargs.keys() - {"token"} and not push_to_hub:
+            raise ValueError(f"save_pretrained: {sorted(hub_kwargs.keys() - {'token'})} only apply with push_to_hub=True")
+        known = set(inspect.signature(PreTrainedModel.save_pretrained).parameters) - {"self", "kwargs"}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise TypeError(f"save_pretrained got unexpected keyword arguments {sorted(unknown)}")
+        if kwargs.get("safe_serialization", True) is False:
+            raise ValueError("save_pretrained: PyGPT checkpoints are always model.safetensors; "
+                             "safe_serialization=False (a pickled pytorch_model.bin) is not supported")
+        if "max_shard_size" in kwargs:
+            state = kwargs.get("state_dict") or self.state_dict()
+            unique = {t.data_ptr(): t.numel() * t.element_size() for t in state.values()}  # tied weights once
+            check_max_shard_size(kwargs["max_shard_size"], sum(unique.values()))
+        super().save_pretrained(save_directory, **kwargs)
         save_remote_code(str(save_directory))
         if push_to_hub:
             from huggingface_hub import create_repo, upload_folder
@@ -164,8 +239,18 @@ class PyGPTPreTrainedModel(PreTrainedModel):
                 repo_id=repo_id,
                 folder_path=str(save_directory),
                 commit_message=hub_kwargs.get("commit_message") or "Upload PyGPT model",
+                commit_description=hub_kwargs.get("commit_description"),
+                create_pr=hub_kwargs.get("create_pr"),
+                revision=hub_kwargs.get("revision"),
                 token=token,
             )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, except that a damaged generation_config.json is an error naming it."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        check_generation_config_file(pretrained_model_name_or_path, kwargs)
+        return model
 
 
 class PyGPTModel(PyGPTPreTrainedModel):
@@ -199,26 +284,27 @@ class PyGPTModel(PyGPTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,  # what generate passes and we do not need (cache_position on 4.57)
+        **kwargs,  # only what transformers 4.57's generate adds: cache_position (not named: 5.x warns if it is)
     ):
         config = self.config
         use_cache = use_cache if use_cache is not None else config.use_cache
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         return_dict = return_dict if return_dict is not None else config.return_dict
+        cache_position = kwargs.pop("cache_position", None)  # past + arange(T): what we compute below
+        if kwargs:
+            raise TypeError(f"PyGPTModel.forward got unexpected keyword arguments {sorted(kwargs)}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("PyGPTModel.forward needs exactly one of input_ids or inputs_embeds")
 
-        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
-        B, T, _ = x.shape
         cache = cache if cache is not None else past_key_values
+        past = cache.get_seq_length() if cache is not None else 0
+        B, T = validate_torch_inputs(config, input_ids, inputs_embeds, attention_mask, position_ids, past)
+        if cache_position is not None and cache_position.shape[-1] != T:
+            raise ValueError(f"cache_position must have {T} entries (one per new token), got {cache_position.shape[-1]}")
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         if use_cache and cache is None:
             cache = DynamicCache(config=config)
-        past = cache.get_seq_length() if cache is not None else 0
-        if past + T > config.n_positions:
-            raise ValueError(
-                f"PyGPT: {past + T} tokens (past {past} + new {T}) exceed the context length n_positions={config.n_positions}"
-            )
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=x.device)[None].expand(B, T)
 
@@ -235,9 +321,7 @@ class PyGPTModel(PyGPTPreTrainedModel):
         # query t (absolute position past + t) may look at key s when s <= past + t, and s is not padding
         S = past + T
         mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)[None, None]  # (1, 1, T, S)
-        if attention_mask is not None:
-            if attention_mask.shape != (B, S):
-                raise ValueError(f"attention_mask must have shape (batch, past + new) = {(B, S)}, got {tuple(attention_mask.shape)}")
+        if attention_mask is not None:  # shape checked above: (B, S)
             mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
 
         all_hidden, all_attn = [], []
@@ -275,6 +359,27 @@ class PyGPTForCausalLM(PyGPTPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """transformers' `generate`, with the prompt and the length checked first (the Flax model's messages):
+        a prompt plus `max_new_tokens` beyond `n_positions` is refused before any decoding, not midway."""
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if input_ids is not None and kwargs.get("inputs_embeds") is None:
+            if not isinstance(input_ids, torch.Tensor):
+                raise TypeError(f"generate: input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+            check_token_ids(input_ids.shape, *_dtype_of(input_ids), self.config.n_positions)
+            if _values_readable():
+                check_token_values(*_min_max(input_ids), self.config.vocab_size)
+            B, T = input_ids.shape
+            if kwargs.get("attention_mask") is not None:
+                check_attention_mask(kwargs["attention_mask"].shape, B, 0, T)
+            settings = generation_config if generation_config is not None else self.generation_config
+            max_new_tokens = kwargs.get("max_new_tokens", settings.max_new_tokens)
+            max_length = kwargs.get("max_length", settings.max_length)
+            if "max_length" not in kwargs and max_length == 20:  # transformers' default, not a choice
+                max_length = None
+            check_generation_length(T, self.config.n_positions, max_new_tokens, max_length)
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.transformer.wte
 
@@ -303,6 +408,15 @@ class PyGPTForCausalLM(PyGPTPreTrainedModel, GenerationMixin):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
+            if tuple(labels.shape) != shape:
+                raise ValueError(f"labels must have the shape of the input, (batch, sequence) = {shape}, "
+                                 f"got {tuple(labels.shape)}")
+            if _values_readable():
+                targets = labels[labels != -100]
+                if targets.numel():
+                    check_token_values(*_min_max(targets), self.config.vocab_size, name="labels (other than -100)")
         out = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -313,6 +427,7 @@ class PyGPTForCausalLM(PyGPTPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(out.last_hidden_state)  # (B, T, vocab)
 

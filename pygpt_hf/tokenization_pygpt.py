@@ -63,8 +63,10 @@ def write_vocab_files(
     vocab_file = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["vocab_file"])
     merges_file = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["merges_file"])
     with open(vocab_file, "w", encoding="utf-8") as f:
+        # indented as transformers writes every JSON file; ordered by id (bytes, specials, merges as learned)
+        # rather than GPT-2's sorted keys, so a reader sees the layout
         by_id = dict(sorted(vocab.items(), key=lambda kv: kv[1]))
-        f.write(json.dumps(by_id, indent=0, ensure_ascii=False) + "\n")
+        f.write(json.dumps(by_id, indent=2, ensure_ascii=False) + "\n")
     with open(merges_file, "w", encoding="utf-8") as f:
         # The header line and the trailing newline matter: GPT-2-style readers drop the first and last line.
         f.write("#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges))
@@ -78,7 +80,45 @@ def read_merges(merges_file: str) -> list[tuple[str, str]]:
     return [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
 
 
-class PyGPTTokenizer(PreTrainedTokenizer):
+def check_json_files(resolved_files: dict) -> None:
+    """Raise naming the file when a tokenizer JSON file (config, special tokens, vocab, tokenizer.json) is
+    truncated or corrupted: transformers' own errors name none, and skip some files (a broken
+    special_tokens_map.json or an unused vocab.json loads silently)."""
+    for path in resolved_files.values():
+        if isinstance(path, str) and path.endswith(".json") and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+                raise OSError(f"{path} is truncated or corrupted (not valid JSON: {err}); "
+                              f"re-download or re-save the tokenizer") from err
+
+
+class LongDocuments:
+    """Mixin: no "Token indices sequence length is longer than the specified maximum" warning.
+
+    Long inputs are expected (training and evaluation documents, packed or windowed later) and the model
+    refuses more than `n_positions` tokens itself, with a ValueError naming the limit, so the warning only
+    added noise. `truncation=True` (at `model_max_length`) and `max_length=` cut exactly as before.
+    """
+
+    def _eventual_warn_about_too_long_sequence(self, ids, max_length, verbose):
+        return None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if os.path.isdir(folder):  # read before _from_pretrained sees the files (AutoTokenizer reads it itself)
+            check_json_files({"tokenizer_config_file": os.path.join(folder, "tokenizer_config.json")})
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, resolved_vocab_files, *args, **kwargs):
+        check_json_files(resolved_vocab_files)
+        return super()._from_pretrained(resolved_vocab_files, *args, **kwargs)
+
+
+class PyGPTTokenizer(LongDocuments, PreTrainedTokenizer):
     """PyGPT's tokenizer: byte-level BPE over GPT-4's split pattern, pure Python, with a chunk cache.
 
     Id layout (the same at every vocabulary size): 0..255 the bytes (id == byte value), 256 `<|endoftext|>`
@@ -172,6 +212,13 @@ class PyGPTTokenizer(PreTrainedTokenizer):
             self.cache.clear()
         self.cache[chunk] = tokens
         return tokens
+
+    def prepare_for_tokenization(self, text: str, is_split_into_words: bool = False, **kwargs):
+        """Unknown keywords are an error (transformers' slow tokenizers only log "not recognized" and go on),
+        as they are for the fast tokenizer."""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(kwargs)}")
+        return text, kwargs
 
     def _tokenize(self, text: str) -> list[str]:
         """Called on each piece of text between special tokens (or on all of it with split_special_tokens)."""

@@ -21,6 +21,7 @@ from .tokenization_pygpt import (
     ENDOFTEXT,
     GPT4_SPLIT_PATTERN,
     PAD,
+    LongDocuments,
     PyGPTTokenizer,
     _special,
     bytes_to_unicode,
@@ -62,7 +63,7 @@ class PyGPTConverter(Converter):
 SLOW_TO_FAST_CONVERTERS["PyGPTTokenizer"] = PyGPTConverter
 
 
-class PyGPTTokenizerFast(PreTrainedTokenizerFast):
+class PyGPTTokenizerFast(LongDocuments, PreTrainedTokenizerFast):
     """PyGPT's tokenizer on `tokenizers` (Rust): same ids, special tokens and options as `PyGPTTokenizer`.
 
     Id layout: 0..255 bytes, 256 `<|endoftext|>` (bos/eos), 257 `<|pad|>`, 258.. merges in learned order.
