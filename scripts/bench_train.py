@@ -1,7 +1,7 @@
 """Train step side by side, in one process: pygpt and transformers' FlaxGPT2 through the harness's jitted optax
 step, and pygpt's PyTorch twin through `torch.optim.AdamW`, all f32, vocab 512, timed in interleaved rounds.
 
-    python scripts/benchmark.py train [--repeats 5] [--no-rss] [--rows 0 2]
+    python scripts/benchmark.py train [--repeats 5] [--no-rss] [--rows 0 2] [--breakdown]
 
 Per row: ms/step and tokens/s (medians), MFU against the matmul peak of the model's own framework measured in
 the same run (f32 1536^2; model FLOPs = 6 x params x tokens + 12 x layers x width x seq per token), and the
@@ -35,6 +35,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=list(range(len(ROWS))),
                         help=f"which rows to run, by index into {ROWS}")
     parser.add_argument("--no-rss", dest="rss", action="store_false", help="skip the per-peer peak-memory runs")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead: where pygpt's step time goes, by op class (scripts/bench_step_breakdown.py)")
 
 
 def model_flops(n_params: int, shape: dict, seq: int, batch: int) -> float:
@@ -124,6 +126,12 @@ def peak_rss_mb(peer: str, row: int) -> float:
 
 
 def bench_train(args: argparse.Namespace) -> None:
+    if args.breakdown:
+        from bench_step_breakdown import breakdown
+
+        for row in args.rows:
+            breakdown(row, args.repeats)
+        return
     peaks = {"jax": jax_matmul_peak(), "torch": torch_matmul_peak()}
     print(f"f32 matmul peak, 1536^2, median: JAX {peaks['jax']:.0f} GFLOP/s, torch {peaks['torch']:.0f} GFLOP/s "
           f"({TORCH_THREADS} threads); train step: medians of {args.repeats} interleaved rounds")
