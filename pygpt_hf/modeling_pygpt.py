@@ -117,10 +117,11 @@ class PyGPTAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
-        mask: torch.Tensor,  # (B, 1, T, S) bool, True where a query may look
+        mask: torch.Tensor | None,  # (B, 1, T, S) bool, True where a query may look; None: causal, no past
         rotary: tuple[torch.Tensor, torch.Tensor] | None,
         cache: Cache | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         # (B, T, C) -> (B, H, T, D)
         q, k, v = (
@@ -133,12 +134,21 @@ class PyGPTAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # append, then (B, H, S, D) with the past in front
 
-        # scores and softmax in float32 whatever the weights' dtype; masked scores get the most negative float,
-        # not -inf, so a row with nothing to see (a left-padding query) stays finite
-        scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
-        scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
-        probs = F.softmax(scores, dim=-1)
-        y = self.attn_dropout(probs).to(v.dtype) @ v  # (B, H, T, D)
+        # masked scores get the most negative float, not -inf, so a row with nothing to see (a left-padding
+        # query) stays finite
+        if output_attentions:  # the probabilities are wanted: scores and softmax in float32, spelled out
+            if mask is None:
+                mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+            scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
+            scores = scores.masked_fill(~mask, torch.finfo(torch.float32).min)
+            probs = F.softmax(scores, dim=-1)
+            y = self.attn_dropout(probs).to(v.dtype) @ v  # (B, H, T, D)
+        else:  # one fused kernel; with no mask, the causal kernel that skips the masked half
+            bias = None if mask is None else torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~mask, torch.finfo(q.dtype).min)
+            dropout = self.attn_dropout.p if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=mask is None)
+            probs = None
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.o_proj(y)), probs
 
@@ -166,8 +176,8 @@ class PyGPTBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = PyGPTMLP(config)
 
-    def forward(self, x, mask, rotary, cache):
-        attn_out, probs = self.attn(self.ln_1(x), mask, rotary, cache)
+    def forward(self, x, mask, rotary, cache, output_attentions=False):
+        attn_out, probs = self.attn(self.ln_1(x), mask, rotary, cache, output_attentions)
         x = x + attn_out
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -321,6 +331,8 @@ class PyGPTModel(PyGPTPreTrainedModel):
         # query t (absolute position past + t) may look at key s when s <= past + t, and s is not padding
         S = past + T
         mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)[None, None]  # (1, 1, T, S)
+        if attention_mask is None and past == 0:
+            mask = None  # plainly causal: the attention takes its fused causal kernel
         if attention_mask is not None:  # shape checked above: (B, S)
             mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
 
@@ -328,7 +340,7 @@ class PyGPTModel(PyGPTPreTrainedModel):
         for block in self.h:
             if output_hidden_states:
                 all_hidden.append(x)
-            x, probs = block(x, mask, rotary, cache)
+            x, probs = block(x, mask, rotary, cache, output_attentions)
             if output_attentions:
                 all_attn.append(probs)
         x = self.ln_f(x)

@@ -1,7 +1,7 @@
 """Speed side by side with the peers, in one process, as medians and ratios.
 
     python scripts/benchmark.py generate         # cached greedy decoding vs transformers' FlaxGPT2LMHeadModel
-    python scripts/benchmark.py train            # train step tokens/s and MFU vs FlaxGPT2 with the same optax step
+    python scripts/benchmark.py train            # train step vs FlaxGPT2 (same optax step) and the PyTorch twin
     python scripts/benchmark.py tokenizer-train  # our BPE trainer vs tokenizers' BpeTrainer
     python scripts/benchmark.py tokenizer-encode # our tokenizers vs GPT2Tokenizer / raw tokenizers
 
@@ -116,53 +116,6 @@ def bench_generate_torch(args) -> None:
             print(f"{shape_name:<8}{batch:>6}{'torch twin':>12}{rate:>16,.0f} tok/s")
 
 
-# ----------------------------------------------------------------------------------------------------------
-def matmul_peak_gflops(size: int = 1536, repeats: int = 5) -> float:
-    """This machine's f32 matmul rate through XLA, the denominator of MFU."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    seconds = median_seconds(lambda: matmul(a).block_until_ready(), repeats)
-    return 2 * size**3 / seconds / 1e9
-
-
-def bench_train(args) -> None:
-    """The harness's train step (AdamW + clipping, jitted, state donated) for both models: tokens/s and MFU."""
-    import jax
-    import jax.numpy as jnp
-
-    from pygpt_hf.training import create_train_state, make_optimizer, make_train_step
-
-    peak = matmul_peak_gflops()
-    print(f"f32 matmul peak (XLA, 1536^2, median): {peak:.0f} GFLOP/s; train step medians of {args.repeats}")
-    print(f"{'shape':<24}{'model':>10}{'ms/step':>10}{'tok/s':>10}{'MFU':>7}")
-    for shape_name, seq, batch in (("tiny", 64, 12), ("small", 256, 8)):
-        shape = SHAPES[shape_name]
-        models = build_pair(shape, n_positions=seq)
-        data = jax.random.randint(jax.random.PRNGKey(0), (1, batch, seq + 1), 0, VOCAB)  # (grad_accum, B, T+1)
-        runs, flops = {}, {}
-        for name, model in models.items():
-            optimizer, _ = make_optimizer(lr=3e-4, warmup_steps=10, max_steps=1000)
-            step = make_train_step(model, optimizer)
-            holder = [create_train_state(jax.tree_util.tree_map(jnp.copy, model.params), optimizer)]
-
-            def run(holder=holder, step=step):
-                holder[0], metrics = step(holder[0], data)
-                metrics["loss"].block_until_ready()
-
-            runs[name] = run
-            tokens = batch * seq
-            flops[name] = 6 * count_params(model.params) * tokens + 12 * shape["n_layer"] * shape["n_embd"] * seq * tokens
-        results = interleaved_medians(runs, args.repeats)
-        for name, seconds in results.items():
-            label = f"{shape_name} {shape['n_layer']}x{shape['n_embd']} seq {seq} b {batch}"
-            print(f"{label:<24}{name:>10}{seconds * 1e3:>10.1f}{batch * seq / seconds:>10,.0f}"
-                  f"{flops[name] / seconds / 1e9 / peak:>7.0%}")
-        print(f"{'':<24}speed ratio pygpt / FlaxGPT2: {results['FlaxGPT2'] / results['pygpt']:.2f}x")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,8 +125,9 @@ def main() -> None:
     gen.add_argument("--new-tokens", type=int, default=200)
     gen.add_argument("--repeats", type=int, default=3)
     gen.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch twin")
-    train = sub.add_parser("train", help="train step vs FlaxGPT2")
-    train.add_argument("--repeats", type=int, default=5)
+    import bench_train
+
+    bench_train.add_train_args(sub.add_parser("train", help="train step vs FlaxGPT2 and the PyTorch twin"))
     for name in ("tokenizer-train", "tokenizer-encode"):
         sub.add_parser(name, help="see scripts/bench_tokenizer.py", add_help=False)
     args, rest = parser.parse_known_args()
@@ -181,7 +135,7 @@ def main() -> None:
     if args.command == "generate":
         bench_generate(args)
     elif args.command == "train":
-        bench_train(args)
+        bench_train.bench_train(args)
     else:
         import bench_tokenizer
 

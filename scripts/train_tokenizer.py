@@ -19,7 +19,6 @@ import os
 import sys
 
 from pygpt_hf.atomic import atomic_folder
-from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
 from pygpt_hf.training.settings import DEFAULT_STRIP_LABELS
 from pygpt_hf.training.sources import RowStats, open_source, parse_labels, render_record
 
@@ -77,6 +76,9 @@ def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported only now, so that --help and argument errors answer at once (it pulls in transformers)
+    from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
+
     try:
         if args.vocab_size < FIRST_MERGE_ID:
             raise CliError(
@@ -111,4 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # This program never uses torch, but `import transformers` (for the tokenizer classes) imports it whenever it
+    # is installed, ~2 s of start-up. USE_TORCH is transformers' own switch; a value the user set is kept.
+    os.environ.setdefault("USE_TORCH", "0")
     sys.exit(main())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -134,3 +138,43 @@ def test_empty_corpus_is_refused():
         train_bpe([], 300, show_progress=False)
     with pytest.raises(ValueError, match="empty corpus"):
         train_bpe(["", ""], 300, show_progress=False)
+
+
+# merges of slice_texts() at vocab 1000 as the serial trainer learned them before counting went parallel (93defc0)
+SLICE_1000_MERGES_SHA256 = "cfd04a29cf1de4bc09f92b7e02e74e92c6d221d4a8f77a23ca35aa54fcba0a7c"
+
+
+def merges_sha256(merges: list[tuple[bytes, bytes]]) -> str:
+    return hashlib.sha256(b"\n".join(left + b" " + right for left, right in merges)).hexdigest()
+
+
+def test_counting_in_worker_processes_learns_the_same_merges():
+    """Run in a fresh interpreter: the workers are forked, which the trainer (rightly) refuses once jax is loaded,
+    as it is in the test process after other tests."""
+    code = """
+import hashlib, json, multiprocessing, sys
+from collections import Counter
+import regex
+sys.path.insert(0, "tests")
+from test_bpe import merges_sha256, slice_texts
+from pygpt_hf import bpe
+pools = []
+get_context = multiprocessing.get_context
+multiprocessing.get_context = lambda method=None: pools.append(method) or get_context(method)
+bpe.BATCH_CHARS = 4096  # many batches, so that the workers really share the corpus
+texts = slice_texts()
+counts = bpe.count_chunks(iter(texts), show_progress=False, processes=2)
+serial = Counter(chunk for text in texts for chunk in regex.findall(bpe.GPT4_SPLIT_PATTERN, text))
+print(json.dumps({"pools": pools, "same_counts": counts == serial,
+                  "sha": merges_sha256(bpe.learn_merges(counts, 1000, show_progress=False))}))
+"""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"pools": ["fork"], "same_counts": True, "sha": SLICE_1000_MERGES_SHA256}
+
+
+def test_serial_training_learns_todays_merges():
+    assert merges_sha256(train_bpe(slice_texts(), 1000, show_progress=False)) == SLICE_1000_MERGES_SHA256

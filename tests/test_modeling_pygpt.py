@@ -97,7 +97,9 @@ def test_output_shapes(model):
     assert isinstance(out.past_key_values, DynamicCache) and out.past_key_values.get_seq_length() == 7
     with torch.no_grad():
         as_tuple = model(ids, use_cache=False, return_dict=False)
-    assert len(as_tuple) == 1 and torch.equal(as_tuple[0], out.logits)
+    # output_attentions spells the softmax out; without it the fused SDPA kernel runs: equal to f32 rounding
+    assert len(as_tuple) == 1
+    torch.testing.assert_close(as_tuple[0], out.logits, rtol=1e-5, atol=1e-6)
 
 
 def test_causality(model):

@@ -19,24 +19,31 @@ One module per concern, in the order data flows:
     loop.py        train(settings): the run, top to bottom
 """
 
-from .data import NoUsableData
-from .loop import TrainingDiverged, TrainResult, train
-from .settings import TrainSettings, parse_settings
-from .state import TrainState, build_model, create_train_state, make_optimizer, model_config
-from .step import make_eval_step, make_train_step
+import importlib as _importlib
 
-__all__ = [
-    "NoUsableData",
-    "TrainResult",
-    "TrainSettings",
-    "TrainState",
-    "TrainingDiverged",
-    "build_model",
-    "create_train_state",
-    "make_eval_step",
-    "make_optimizer",
-    "make_train_step",
-    "model_config",
-    "parse_settings",
-    "train",
-]
+# Imported on first use (PEP 562), so that `from pygpt_hf.training.settings import ...` (the CLIs' --help, the
+# tokenizer CLI) does not pay for jax, optax and flax through loop.py / state.py / step.py.
+_EXPORTS = {
+    "NoUsableData": "data",
+    "TrainResult": "loop",
+    "TrainingDiverged": "loop",
+    "train": "loop",
+    "TrainSettings": "settings",
+    "parse_settings": "settings",
+    "TrainState": "state",
+    "build_model": "state",
+    "create_train_state": "state",
+    "make_optimizer": "state",
+    "model_config": "state",
+    "make_eval_step": "step",
+    "make_train_step": "step",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
