@@ -1,295 +1,250 @@
-"""Text records -> token ids -> packed blocks -> a seeded shuffle -> batches, with state we can checkpoint.
+"""From the settings to the first batch: the data pipeline of a run, top to bottom.
 
-The pipeline, per document:
-    record --render (sources.py)--> text --tokenize (batched `map`)--> ids + [<|endoftext|>]
-and then across documents:
-    ids ... ids ... --pack--> blocks of seq_len + 1 tokens --shuffle buffer--> (accum, batch, seq_len + 1)
+    1. sources -> documents -> held out -> mixed    mixture.py (documents.py opens and renders each source)
+       the tokenizer: the checkpoint's, --tokenizer, or trained on the training documents, once (tokenizer.py)
+    2. documents -> token ids + loss masks          encoding.py (split_special_tokens=True; --loss-on)
+       ... or a pre-tokenized folder enters here, at the tokenized stage (pretokenized.py)
+    3. ids -> blocks -> shuffle buffer -> batches   packing.py (the training stream; the held-out eval set)
 
-Packing: documents are concatenated (each ends with <|endoftext|>) and cut into blocks of `seq_len + 1`
-tokens that overlap by one token (block k = stream[k*T : k*T + T + 1]). A block gives inputs
-block[:-1] and targets block[1:], so every token of the stream except the very first is a target exactly
-once, and no position is padding.
-
-Shuffling: `IterableDataset.shuffle(buffer_size=...)` drops its buffer on resume (hf-stack trap 8), so
-the buffer lives here instead: a fixed array of blocks plus a numpy PCG64 generator, both saved in the
-checkpoint. Resume = same upstream position + same leftover tokens + same buffer + same generator state.
-
-Held-out data: the first `eval_docs` records are the eval set (`take`); training reads the rest (`skip`);
-for a mixture of sources, see mixture.py.
-
-Response-only loss (`--loss-on response`): every token carries a loss-mask bit, 1 where the token is a
-target the loss counts. For an instruction document that is the response and its <|endoftext|>, never the
-prompt ("### Instruction: ... ### Response:\n"); for a text document, every token. The mask travels with
-the tokens through packing and the shuffle buffer as a parallel array (block k of the mask covers the
-same positions as block k of the tokens), so a block's targets block[1:] are weighted by mask[1:]. The
-eval set is weighted the same way (and its nats/byte count only the bytes of the masked-in text).
+`prepare_data` runs stage 1 and 2 through one of two entries with the same face (`SourceTokens` for the
+sources, `FolderTokens` for a folder written by scripts/pretokenize.py), then stage 3 for both alike.
+Batches are always (tokens, loss mask) pairs; with `--loss-on all` the mask is all ones. Everything here
+runs before the model is built, so bad data stops a run before anything compiles.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sources import RowStats, render_source
-
-EOS_ID = 256
-PAD_ID = 257
-
-
-class NoUsableData(ValueError):
-    """The dataset yielded no document we can train on (raised before anything is compiled)."""
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def make_document_tokenizer(tokenizer, with_mask: bool = False) -> Callable[[dict], dict]:
-    """The batched `map` function over rendered rows (sources.render_source): a batch of records ->
-    {"input_ids", "num_bytes"} per record (+ {"loss_mask", "loss_bytes"} with `with_mask`).
-
-    One output row per input row (a skipped record gets no ids). `split_special_tokens=True`: "<|endoftext|>"
-    typed inside a document stays text (its bytes), it never becomes the control token; only the id appended
-    here (EOS_ID) ends a document.
-
-    The loss mask of an instruction document: the prompt (document[:response_start]) is tokenized on its
-    own, and the tokens the document shares with it from the start are the prompt's (mask 0); the rest,
-    the tokens the model has to produce after seeing the prompt ids at generation time, and <|endoftext|>
-    get 1. (A token that straddles the boundary, prompt text merged with the response's first characters,
-    is the response's: the model must produce it.)
-    """
-    eos = tokenizer.eos_token_id
-    if eos != EOS_ID:
-        raise ValueError(f"the tokenizer's eos id is {eos}, expected {EOS_ID} (<|endoftext|>)")
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        flat = [doc for docs in batch["text"] for doc in docs]
-        starts = [start for row in batch["response_start"] for start in row]
-        flat_ids = encode(flat)
-        out: dict[str, list] = {"input_ids": [], "num_bytes": []}
-        if with_mask:
-            prompts = encode([doc[:start] for doc, start in zip(flat, starts) if start > 0])
-            prompt_ids = iter(prompts)
-            masks, doc_loss_bytes = [], []  # per document
-            for doc, start, ids in zip(flat, starts, flat_ids):
-                n_prompt = _common_prefix(next(prompt_ids), ids) if start > 0 else 0
-                masks.append([0] * n_prompt + [1] * (len(ids) - n_prompt + 1))  # + 1: the <|endoftext|>
-                doc_loss_bytes.append(len(doc[start:].encode("utf-8")))
-            out["loss_mask"], out["loss_bytes"] = [], []
-        k = 0
-        for docs in batch["text"]:
-            ids: list[int] = []
-            mask: list[int] = []
-            row_loss_bytes = 0
-            for _ in docs:
-                ids += flat_ids[k] + [eos]
-                if with_mask:
-                    mask += masks[k]
-                    row_loss_bytes += doc_loss_bytes[k]
-                k += 1
-            out["input_ids"].append(ids)
-            out["num_bytes"].append(sum(len(d.encode("utf-8")) for d in docs))
-            if with_mask:
-                out["loss_mask"].append(mask)
-                out["loss_bytes"].append(row_loss_bytes)
-        return out
-
-    return tokenize
-
-
-def tokenize_documents(rendered, tokenizer, with_mask: bool = False, batch_size: int = 256):
-    """Rendered rows (sources.render_source) -> token ids (and loss masks), lazily, in batched `map`."""
-    return rendered.map(make_document_tokenizer(tokenizer, with_mask), batched=True, batch_size=batch_size,
-                        remove_columns=["text", "response_start", "source"])
-
-
-def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, batch_size: int = 256,
-              strip_labels=None, with_mask: bool = False):
-    """`dataset`'s raw records, rendered per `fmt` and tokenized (lazily, in batched `map`)."""
-    rendered = render_source(dataset, fmt, text_column, stats, strip_labels=strip_labels, batch_size=batch_size)
-    return tokenize_documents(rendered, tokenizer, with_mask, batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Held-out eval set
+from ..documents import RowStats, describe_source
+from . import pretokenized
+from .encoding import tokenize_documents
+from .mixture import Mixture
+from .packing import EvalSet, NoUsableData, TokenStream, build_eval_set
+from .tokenizer import limited, load_tokenizer, set_instruction_chat_template, train_new_tokenizer
 
 
 @dataclass
-class EvalSet:
-    blocks: np.ndarray  # (N, T + 1) int32, the last block padded with PAD_ID
-    weights: np.ndarray  # (N, T) float32: 1 where the target counts (a real token, in the loss mask), else 0
-    num_bytes: int  # UTF-8 bytes of the held-out text that was evaluated (the masked-in text with a mask)
-    num_docs: int
+class RunData:
+    tokenizer: object
+    eval_set: EvalSet
+    stream: TokenStream
+    source: str  # what the data is, for the log and the loss-curve title
+    first_batch: tuple[np.ndarray, np.ndarray]  # (tokens, loss mask), each (grad_accum, batch, seq_len + 1)
+    is_instruction: bool = False  # instruction records: the end-of-run sample goes through the chat template
+    train_stats: list[RowStats] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # one name per source, for the stats
 
-    @property
-    def num_tokens(self) -> int:
-        return int(self.weights.sum())
+    def next_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.stream.next_batch(grad_accum, batch_size)
+
+    def train_summary(self) -> str:
+        if not self.train_stats:
+            return "pre-tokenized"
+        if len(self.train_stats) == 1:
+            return self.train_stats[0].summary()
+        return "; ".join(f"{label}: {stats.summary()}" for label, stats in zip(self.labels, self.train_stats))
 
 
-def build_eval_set(eval_dataset, seq_len: int, max_tokens: int, use_mask: bool = False) -> EvalSet:
-    """Concatenate the held-out documents (up to `max_tokens`) and cut them like the training stream.
+def prepare_data(settings, resume_from: str | None, local_batch: int, log: Callable[[str], None],
+                 process_index: int = 0, process_count: int = 1) -> RunData:
+    """The tokenizer, eval set and training stream of a run (restored to the checkpoint's position), and the
+    first batch, fetched so that a dataset with nothing usable stops the run here."""
+    # --- stages 1 and 2: tokenized rows, from the sources or from a pre-tokenized folder ----------------------
+    entry = FolderTokens if pretokenized.is_pretokenized(settings.dataset) else SourceTokens
+    tokens = entry(settings, resume_from, log, show_progress=process_index == 0)
+    # --- stage 3: the held-out set cut into blocks; the training stream packed, shuffled, batched ------------
+    masked = settings.loss_on == "response"
+    eval_set = build_eval_set(tokens.eval_rows(), settings.seq_len, settings.eval_max_tokens, use_mask=masked)
+    stream = TokenStream(lambda: _split_for_process(tokens.train_rows(), process_index, process_count),
+                         settings.seq_len, settings.shuffle_buffer, settings.seed + process_index)
+    if resume_from:
+        from .checkpoint import load_data_state  # (imports jax: kept out of scripts/pretokenize.py's way)
 
-    With `use_mask`, the rows' `loss_mask` weights the targets (as in training) and `num_bytes` counts the
-    masked-in text only (`loss_bytes`), so nats/byte stay comparable between runs.
+        stream.load_state_dict(*load_data_state(resume_from))
+    try:
+        first_batch = stream.next_batch(settings.grad_accum, local_batch)
+    except NoUsableData:
+        raise NoUsableData(tokens.no_training_data()) from None
+    if eval_set.num_tokens == 0:
+        raise NoUsableData(tokens.no_eval_data())
+    for warning in tokens.warnings():
+        log(warning)
+    log(f"data: {tokens.describe()}; held-out eval: {eval_set.num_docs} documents, {eval_set.num_tokens:,} "
+        f"{'response ' if masked else ''}tokens, {eval_set.num_bytes:,} bytes ({tokens.held_out()})")
+    return RunData(tokens.tokenizer, eval_set, stream, tokens.source, first_batch, tokens.is_instruction,
+                   tokens.train_stats, tokens.labels)
+
+
+def _split_for_process(dataset, process_index: int, process_count: int):
+    if process_count == 1:
+        return dataset
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(dataset, rank=process_index, world_size=process_count)
+
+
+# --- the sources, tokenized on the fly ----------------------------------------------------------------------------
+
+
+class SourceTokens:
+    """Stage 1 (the mixture, built once; the tokenizer, chosen or trained once) and stage 2 (tokenizing)."""
+
+    def __init__(self, settings, resume_from: str | None, log: Callable[[str], None], show_progress: bool = True):
+        self.settings, self.with_mask = settings, settings.loss_on == "response"
+        self.mixture = Mixture.from_settings(settings)
+        self.source, self.labels = self.mixture.describe(), self.mixture.labels
+        self.is_instruction = self.mixture.is_instruction
+        self.eval_stats, self.train_stats = self.mixture.new_stats(), self.mixture.new_stats()
+        if resume_from:
+            self.tokenizer = load_tokenizer(resume_from)
+            log(f"tokenizer: from {resume_from} ({len(self.tokenizer)} tokens)")
+        elif settings.tokenizer:
+            self.tokenizer = load_tokenizer(settings.tokenizer)
+            log(f"tokenizer: {settings.tokenizer} ({len(self.tokenizer)} tokens)")
+        else:
+            self.tokenizer = self._train_tokenizer(log, show_progress)
+        if self.is_instruction:
+            note = set_instruction_chat_template(self.tokenizer)
+            log(note or "tokenizer: the instruction template is its chat template (apply_chat_template renders it)")
+
+    def _train_tokenizer(self, log: Callable[[str], None], show_progress: bool):
+        """Our BPE on the first --tokenizer-train-docs training documents (never the held-out ones)."""
+        stats = self.mixture.new_stats()
+        texts = _documents(self.mixture.train_dataset(stats))  # not split by process: one tokenizer for all
+        first = next(texts, None)
+        if first is None:
+            raise NoUsableData(self._no_data_message(stats, None))
+        t0 = time.time()
+        s = self.settings
+        tokenizer = train_new_tokenizer(limited(_chain(first, texts), s.tokenizer_train_docs), s.vocab_size,
+                                        s.context_length, show_progress=show_progress)
+        log(f"tokenizer: trained a {len(tokenizer)}-token BPE on {sum(st.used for st in stats):,} records "
+            f"of {self.source} in {time.time() - t0:.1f}s")
+        return tokenizer
+
+    def eval_rows(self):
+        return tokenize_documents(self.mixture.eval_dataset(self.eval_stats), self.tokenizer, self.with_mask)
+
+    def train_rows(self):
+        return tokenize_documents(self.mixture.train_dataset(self.train_stats), self.tokenizer, self.with_mask)
+
+    def describe(self) -> str:
+        return self.source
+
+    def warnings(self) -> list[str]:
+        """Sources of a mixture that gave nothing to training (read so far: the first batch's worth)."""
+        if len(self.labels) == 1:
+            return []
+        warnings = []
+        for label, stats, held in zip(self.labels, self.train_stats, self.mixture.held_out_counts()):
+            if not stats.rows:
+                warnings.append(f"warning: source {label} gave no records for training: does it hold more "
+                                f"than the {held} records it gave to the held-out set?")
+            elif not stats.used:
+                warnings.append(f"warning: source {label} gave no usable record in its first {stats.rows} "
+                                f"rows ({stats.summary()}); check its format and column")
+        return warnings
+
+    def held_out(self) -> str:
+        if len(self.labels) == 1:
+            return "; ".join(s.summary() for s in self.eval_stats)
+        return ", ".join(f"{n} from {label}" for n, label in zip(self.mixture.held_out_counts(), self.labels))
+
+    def no_training_data(self) -> str:
+        return self._no_data_message(self.train_stats, self.eval_stats)
+
+    def no_eval_data(self) -> str:
+        summary = "; ".join(s.summary() for s in self.eval_stats)
+        return (f"the held-out eval set (the first {self.settings.eval_docs} records of {self.source}) has no "
+                f"usable text{' in the loss mask' if self.with_mask else ''}: {summary}")
+
+    def _no_data_message(self, stats: list[RowStats], eval_stats: list[RowStats] | None) -> str:
+        sources, parts = self.mixture.sources, []
+        for i, (spec, st) in enumerate(zip(sources, stats)):
+            seen = st.columns_seen | (eval_stats[i].columns_seen if eval_stats else set())
+            held = f" ({eval_stats[i].summary()} held out)" if eval_stats else ""
+            name = "" if len(sources) == 1 else f"source {spec.describe()}: "
+            parts.append(f"{name}{st.summary()}{held}; columns seen: {', '.join(sorted(seen)) or 'none'}")
+        spec = sources[0]
+        where = describe_source(spec.path) if len(sources) == 1 else "the mixture"
+        how = f" (--format {spec.format}, --text-column {spec.text_column!r})" if len(sources) == 1 else ""
+        return (f"no usable text for training in {where}{how}: " + " | ".join(parts)
+                + f"; the first {self.settings.eval_docs} records are held out for eval. Nothing was compiled.")
+
+
+def _documents(dataset) -> Iterator[str]:
+    for row in dataset:
+        yield from row["text"]
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# --- a pre-tokenized folder: it enters at stage 2's output ----------------------------------------------------------
+
+
+class FolderTokens:
+    """The tokenized rows of a folder written by scripts/pretokenize.py, with the tokenizer they were made with.
+
+    The tokenizer is the folder's own copy unless `--tokenizer` is given (or the run resumes), and must hash the
+    same as the one the folder was made with. The folder fixes the recipe (sources, formats, labels, held-out
+    records); `--seq-len` may differ (packing re-cuts the same stream exactly).
     """
-    stream: list[int] = []
-    mask: list[int] = []
-    num_bytes = num_docs = 0
-    for row in eval_dataset:
-        if not row["input_ids"]:
-            continue
-        if stream and len(stream) + len(row["input_ids"]) > max_tokens:
-            break
-        stream += row["input_ids"][:max_tokens]  # a first document longer than max_tokens is cut
-        if use_mask:
-            mask += row["loss_mask"][:max_tokens]
-        num_bytes += row["loss_bytes"] if use_mask else row["num_bytes"]
-        num_docs += 1
-    if len(stream) < 2:
-        return EvalSet(np.zeros((0, seq_len + 1), np.int32), np.zeros((0, seq_len), np.float32), 0, 0)
-    n_targets = len(stream) - 1
-    n_blocks = -(-n_targets // seq_len)  # ceil
-    padded = np.full(n_blocks * seq_len + 1, PAD_ID, np.int32)
-    padded[: len(stream)] = stream
-    index = np.arange(n_blocks)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]  # (N, T+1) overlapping by 1
-    weights = (index[:, 1:] < len(stream)).astype(np.float32)
-    if use_mask:
-        padded_mask = np.zeros(len(padded), np.float32)
-        padded_mask[: len(mask)] = mask
-        weights *= padded_mask[index[:, 1:]]
-    return EvalSet(padded[index], weights, num_bytes, num_docs)
 
+    def __init__(self, settings, resume_from: str | None, log: Callable[[str], None], show_progress: bool = True):
+        self.train_stats: list[RowStats] = []  # the folder's rows are tokens: no records are read
+        self.labels: list[str] = []
+        self.folder = os.path.expanduser(settings.dataset)
+        self.manifest = pretokenized.read_manifest(self.folder)
+        self.with_mask = settings.loss_on == "response"
+        if resume_from:
+            self.tokenizer, where = load_tokenizer(resume_from), f"of the checkpoint {resume_from}"
+        elif settings.tokenizer:
+            self.tokenizer, where = load_tokenizer(settings.tokenizer), f"--tokenizer {settings.tokenizer}"
+        else:
+            tokenizer_dir = os.path.join(self.folder, pretokenized.TOKENIZER_DIR)
+            self.tokenizer, where = load_tokenizer(tokenizer_dir), f"in {tokenizer_dir}"
+        pretokenized.check_tokenizer(self.manifest, self.folder, self.tokenizer, where)
+        recipe = self.manifest["recipe"]
+        self.is_instruction = bool(recipe.get("instruction"))
+        if self.is_instruction and self.tokenizer.chat_template is None:
+            set_instruction_chat_template(self.tokenizer)
+        self.source = f"{self.folder} (pre-tokenized: {recipe.get('source', '?')})"
+        log(f"tokenizer: {where} ({len(self.tokenizer)} tokens, tokenizer.json sha256 "
+            f"{self.manifest['tokenizer_sha256'][:12]}..., as the pre-tokenized folder expects)")
+        if self.manifest["seq_len"] != settings.seq_len:
+            log(f"note: {self.folder} was cut for --seq-len {self.manifest['seq_len']}; this run re-cuts the same "
+                f"token stream into {settings.seq_len}-token sequences (exactly: the folder holds the stream itself)")
+        if recipe.get("eval_docs") != settings.eval_docs:
+            log(f"note: the held-out set is the folder's ({recipe.get('eval_docs')} records), not --eval-docs "
+                f"{settings.eval_docs}: it was split off when the folder was made")
 
-# ---------------------------------------------------------------------------------------------------------
-# Training stream: pack + shuffle, resumable
+    def eval_rows(self):
+        return pretokenized.eval_dataset(self.folder, self.manifest)
 
+    def train_rows(self):
+        return pretokenized.train_dataset(self.folder, self.manifest, with_mask=self.with_mask)
 
-class TokenStream:
-    """Endless batches of packed blocks from a dataset, epoch after epoch, with exact resume.
+    def describe(self) -> str:
+        return f"{self.source}; {self.manifest['train_tokens']:,} training tokens"
 
-    `make_dataset()` returns the (tokenized) training `IterableDataset`, built anew for each epoch; its
-    `state_dict()` is the stream position inside the current epoch. Rows with a `loss_mask` column give
-    each token its mask bit; rows without one count every token (mask 1).
-    """
+    def warnings(self) -> list[str]:
+        return []
 
-    def __init__(self, make_dataset: Callable[[], object], seq_len: int, buffer_size: int, seed: int):
-        self.make_dataset = make_dataset
-        self.seq_len = seq_len
-        self.block_len = seq_len + 1
-        self.buffer = np.zeros((buffer_size, self.block_len), np.int32)
-        self.buffer_mask = np.zeros((buffer_size, self.block_len), np.uint8)  # the loss mask of each block
-        self.buffer_fill = 0
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.carry = np.zeros(0, np.int32)  # tokens read but not yet emitted as a whole block
-        self.carry_mask = np.zeros(0, np.uint8)
-        self.epoch = 0
-        self.blocks_emitted = 0
-        self._dataset = None
-        self._rows: Iterator | None = None
-        self._resume_state: dict | None = None
-        self._docs_this_epoch = 0
-        self._fresh_epoch = True
+    def held_out(self) -> str:
+        return f"{self.manifest['eval_documents']} documents held out when the folder was made"
 
-    # --- upstream: documents -> blocks ---------------------------------------------------------------
-    def _start_epoch(self) -> None:
-        # A fresh dataset object per epoch, read in file order. (Not `set_epoch`: from epoch 1 on it
-        # reshuffles the source files, and refuses to after `skip`.)
-        self._dataset = self.make_dataset()
-        self._fresh_epoch = self._resume_state is None  # resumed midway, an epoch may have nothing left
-        if self._resume_state is not None:
-            self._dataset.load_state_dict(self._resume_state)
-            self._resume_state = None
-        self._rows = iter(self._dataset)
-        self._docs_this_epoch = 0
+    def no_training_data(self) -> str:
+        return f"the pre-tokenized folder {self.folder} holds no training tokens. Nothing was compiled."
 
-    def _next_block(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next packed block and its mask: the first T+1 leftover tokens; the last stays for the next."""
-        while len(self.carry) < self.block_len:
-            if self._rows is None:
-                self._start_epoch()
-            row = next(self._rows, None)
-            if row is None:  # end of epoch
-                if self._docs_this_epoch == 0 and self._fresh_epoch:
-                    raise NoUsableData("the training data yielded no usable document in a whole pass")
-                self.epoch += 1
-                self._rows = None
-                continue
-            if row["input_ids"]:
-                self._docs_this_epoch += 1
-                ids = np.asarray(row["input_ids"], np.int32)
-                mask = np.asarray(row["loss_mask"], np.uint8) if row.get("loss_mask") is not None else np.ones(len(ids), np.uint8)
-                self.carry = np.concatenate([self.carry, ids])
-                self.carry_mask = np.concatenate([self.carry_mask, mask])
-        block, mask = self.carry[: self.block_len].copy(), self.carry_mask[: self.block_len].copy()
-        self.carry = self.carry[self.seq_len :]  # overlap by one: the last target is the next first input
-        self.carry_mask = self.carry_mask[self.seq_len :]
-        return block, mask
-
-    # --- the shuffle buffer --------------------------------------------------------------------------
-    def next_block_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
-        """A block (and its mask) drawn uniformly from the buffer, which is then refilled from upstream."""
-        while self.buffer_fill < len(self.buffer):  # fill once at the start (and after a resume, if needed)
-            self.buffer[self.buffer_fill], self.buffer_mask[self.buffer_fill] = self._next_block()
-            self.buffer_fill += 1
-        i = int(self.rng.integers(len(self.buffer)))
-        out = self.buffer[i].copy(), self.buffer_mask[i].copy()
-        self.buffer[i], self.buffer_mask[i] = self._next_block()
-        self.blocks_emitted += 1
-        return out
-
-    def next_block(self) -> np.ndarray:
-        return self.next_block_and_mask()[0]
-
-    def next_masked_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens, mask), each (grad_accum, batch_size, seq_len + 1): int32 tokens, uint8 loss mask."""
-        pairs = [self.next_block_and_mask() for _ in range(grad_accum * batch_size)]
-        shape = (grad_accum, batch_size, self.block_len)
-        return np.stack([b for b, _ in pairs]).reshape(shape), np.stack([m for _, m in pairs]).reshape(shape)
-
-    def next_batch(self, grad_accum: int, batch_size: int) -> np.ndarray:
-        """(grad_accum, batch_size, seq_len + 1) int32 tokens for one optimizer step."""
-        return self.next_masked_batch(grad_accum, batch_size)[0]
-
-    # --- checkpointing -------------------------------------------------------------------------------
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays for safetensors, JSON-able metadata): everything needed to continue exactly."""
-        arrays = {"buffer": self.buffer[: self.buffer_fill].copy(), "carry": self.carry.copy(),
-                  "buffer_mask": self.buffer_mask[: self.buffer_fill].copy(), "carry_mask": self.carry_mask.copy()}
-        meta = {
-            "epoch": self.epoch,
-            "dataset": self._dataset.state_dict() if self._rows is not None else self._resume_state,
-            "rng": self.rng.bit_generator.state,
-            "blocks_emitted": self.blocks_emitted,
-            "seq_len": self.seq_len,
-        }
-        return arrays, meta
-
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        if meta["seq_len"] != self.seq_len:
-            raise ValueError(f"data state was saved with seq_len {meta['seq_len']}, this run uses {self.seq_len}")
-        buffer = arrays["buffer"]
-        if len(buffer) > len(self.buffer):
-            raise ValueError(f"data state holds {len(buffer)} shuffle-buffer blocks, "
-                             f"more than --shuffle-buffer {len(self.buffer)}")
-        self.buffer[: len(buffer)] = buffer
-        self.buffer_mask[: len(buffer)] = arrays.get("buffer_mask", np.ones_like(buffer, np.uint8))
-        self.buffer_fill = len(buffer)
-        self.carry = arrays["carry"].astype(np.int32)
-        self.carry_mask = arrays.get("carry_mask", np.ones(len(self.carry), np.uint8)).astype(np.uint8)
-        self.rng.bit_generator.state = meta["rng"]
-        self.epoch = meta["epoch"]
-        self.blocks_emitted = meta["blocks_emitted"]
-        self._resume_state = meta["dataset"]
-        self._rows = None
+    def no_eval_data(self) -> str:
+        return (f"the pre-tokenized folder {self.folder} holds no held-out tokens"
+                f"{' in the loss mask' if self.with_mask else ''}, so the run could not be evaluated")

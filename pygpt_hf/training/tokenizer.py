@@ -1,7 +1,8 @@
-"""The run's tokenizer: loaded from a folder or Hub repo, or trained on the training documents.
+"""The run's tokenizer: loaded from a folder or Hub repo, or trained on the training documents, once a run.
 
-Whatever its origin, it must follow the project's id layout (256 = <|endoftext|>, 257 = <|pad|>), because
-the data pipeline separates documents with id 256 and the model config fixes bos/eos/pad to 256/257.
+Whatever its origin, it must follow the project's id layout (`EOS_ID` = <|endoftext|>, `PAD_ID` = <|pad|>,
+right after the 256 byte ids, as tokenization_pygpt.SPECIAL_TOKENS orders them), because the data pipeline
+separates documents with EOS_ID and the model config fixes bos/eos/pad to these ids.
 
 A run on instruction records (any source in --format dolly or alpaca) stores the instruction template as
 the tokenizer's chat template (`set_instruction_chat_template`), so the saved model folder answers
@@ -14,15 +15,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from .data import EOS_ID, PAD_ID
-from .sources import CHAT_TEMPLATE
+from ..documents import CHAT_TEMPLATE
+from ..tokenization_pygpt import ENDOFTEXT, PAD, SPECIAL_TOKENS
+
+N_BYTES = 256  # ids 0..255 are the bytes themselves
+EOS_ID = N_BYTES + SPECIAL_TOKENS.index(ENDOFTEXT)  # 256: bos and eos, between documents
+PAD_ID = N_BYTES + SPECIAL_TOKENS.index(PAD)  # 257: padding, never a target
 
 
 def check_layout(tokenizer, where: str):
     if tokenizer.eos_token_id != EOS_ID or tokenizer.pad_token_id != PAD_ID:
         raise ValueError(
             f"tokenizer {where} has eos id {tokenizer.eos_token_id} and pad id {tokenizer.pad_token_id}; "
-            f"PyGPT needs <|endoftext|> = {EOS_ID} and <|pad|> = {PAD_ID} (train one: leave --tokenizer out)"
+            f"PyGPT needs {ENDOFTEXT} = {EOS_ID} and {PAD} = {PAD_ID} (train one: leave --tokenizer out)"
         )
     return tokenizer
 
