@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, FlaxAutoModel, FlaxAutoModel
 
 from .bpe import train_tokenizer
 from .configuration_pygpt import PyGPTConfig
+from .model_card import write_push_card
 from .modeling_flax_pygpt import FlaxPyGPTForCausalLM, FlaxPyGPTModel, FlaxPyGPTPreTrainedModel
 from .tokenization_pygpt import PyGPTTokenizer
 from .tokenization_pygpt_fast import PyGPTTokenizerFast
@@ -19,6 +20,7 @@ AutoConfig.register("pygpt", PyGPTConfig)
 FlaxAutoModel.register(PyGPTConfig, FlaxPyGPTModel)
 FlaxAutoModelForCausalLM.register(PyGPTConfig, FlaxPyGPTForCausalLM)
 AutoTokenizer.register(PyGPTConfig, slow_tokenizer_class=PyGPTTokenizer, fast_tokenizer_class=PyGPTTokenizerFast)
+FlaxPyGPTPreTrainedModel.push_card_writer = staticmethod(write_push_card)  # model.push_to_hub pushes our card
 
 __all__ = [
     "PyGPTConfig",

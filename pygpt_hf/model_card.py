@@ -242,6 +242,16 @@ def write_model_card(folder: str | os.PathLike, repo_id: str, license: str = "mi
     return path
 
 
+def write_push_card(folder: str | os.PathLike, repo_id: str) -> Path | None:
+    """The card for a folder that `push_to_hub` is about to upload (the hook pygpt_hf installs on the Flax
+    model): rendered when the folder holds a PyGPT model; otherwise (a tokenizer alone) left as transformers
+    made it, which is the card already on the Hub when there is one."""
+    folder = Path(folder)
+    if not ((folder / "config.json").is_file() and (folder / WEIGHTS_FILE).is_file()):
+        return None
+    return write_model_card(folder, repo_id)
+
+
 def usage_snippets(card_text: str) -> dict[str, str]:
     """The card's Python usage snippets by framework ("flax", "pytorch"), so tests can run them as written."""
     snippets = {}
