@@ -159,6 +159,10 @@ def open_source(dataset: str | None, split: str = "train", txt_sample_by: str = 
 # Records -> documents
 
 
+class NoUsableData(ValueError):
+    """A source (or the data of a run) yielded no document to use; the message says what was read and skipped."""
+
+
 @dataclass
 class RowStats:
     """How many rows were read, used, and skipped (by reason), plus the columns seen, for the log."""

@@ -96,3 +96,9 @@ def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, b
     """`dataset`'s raw records, rendered per `fmt` and tokenized (lazily, in batched `map`)."""
     rendered = render_source(dataset, fmt, text_column, stats, strip_labels=strip_labels, batch_size=batch_size)
     return tokenize_documents(rendered, tokenizer, with_mask, batch_size)
+
+
+def tokenize(eval_documents, train_documents: Callable[[], object], tokenizer, with_mask: bool):
+    """Stage 2 of a run: (the held-out rows, a function giving the training rows anew for each epoch)."""
+    return (tokenize_documents(eval_documents, tokenizer, with_mask),
+            lambda: tokenize_documents(train_documents(), tokenizer, with_mask))

@@ -22,9 +22,9 @@ part of it). One source is the same with nothing interleaved.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from ..documents import INSTRUCTION_FORMATS, RowStats, describe_source, open_source, render_source
+from ..documents import INSTRUCTION_FORMATS, NoUsableData, RowStats, describe_source, open_source, render_source
 from .settings import STOPPING_STRATEGIES, SourceSpec
 
 
@@ -104,6 +104,52 @@ class Mixture:
         """Every record not held out: each source from just after its held-out records, interleaved."""
         raws = [raw.skip(n) if n else raw for raw, n in zip(self.raw, self.held_out_counts())]
         return self._interleave(self._rendered(raws, stats))
+
+    def training_documents(self, stats: Sequence[RowStats], limit: int) -> Iterator[str]:
+        """The first `limit` training documents, in order (what a new tokenizer is trained on); NoUsableData
+        when there is not one."""
+        n = 0
+        for row in self.train_dataset(stats):
+            for document in row["text"][: limit - n]:
+                n += 1
+                yield document
+            if n >= limit:
+                return
+        if n == 0:
+            raise NoUsableData(self.no_data_message(stats))
+
+    def no_data_message(self, stats: Sequence[RowStats], eval_stats: Sequence[RowStats] | None = None) -> str:
+        """What was read and skipped, per source, when training found no usable text."""
+        parts = []
+        for i, (spec, st) in enumerate(zip(self.sources, stats)):
+            seen = st.columns_seen | (eval_stats[i].columns_seen if eval_stats else set())
+            held = f" ({eval_stats[i].summary()} held out)" if eval_stats else ""
+            name = "" if len(self.sources) == 1 else f"source {spec.describe()}: "
+            parts.append(f"{name}{st.summary()}{held}; columns seen: {', '.join(sorted(seen)) or 'none'}")
+        spec = self.sources[0]
+        where = describe_source(spec.path) if len(self.sources) == 1 else "the mixture"
+        how = f" (--format {spec.format}, --text-column {spec.text_column!r})" if len(self.sources) == 1 else ""
+        return (f"no usable text for training in {where}{how}: " + " | ".join(parts)
+                + f"; the first {self.eval_records} records are held out for eval. Nothing was compiled.")
+
+    def warnings(self, stats: Sequence[RowStats]) -> list[str]:
+        """Sources of a mixture that gave nothing to training (in what was read so far)."""
+        if len(self.sources) == 1:
+            return []
+        warnings = []
+        for label, st, held in zip(self.labels, stats, self.held_out_counts()):
+            if not st.rows:
+                warnings.append(f"warning: source {label} gave no records for training: does it hold more "
+                                f"than the {held} records it gave to the held-out set?")
+            elif not st.used:
+                warnings.append(f"warning: source {label} gave no usable record in its first {st.rows} "
+                                f"rows ({st.summary()}); check its format and column")
+        return warnings
+
+    def held_out_summary(self, eval_stats: Sequence[RowStats]) -> str:
+        if len(self.sources) == 1:
+            return "; ".join(s.summary() for s in eval_stats)
+        return ", ".join(f"{n} from {label}" for n, label in zip(self.held_out_counts(), self.labels))
 
     @property
     def labels(self) -> list[str]:

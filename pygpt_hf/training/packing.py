@@ -21,11 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..documents import NoUsableData
 from .tokenizer import PAD_ID
-
-
-class NoUsableData(ValueError):
-    """The dataset yielded no document we can train on (raised before anything is compiled)."""
 
 
 @dataclass

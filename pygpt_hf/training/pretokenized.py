@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,6 +48,39 @@ def is_pretokenized(path: str | None) -> bool:
     return path is not None and os.path.isfile(os.path.join(os.path.expanduser(path), MANIFEST))
 
 
+@dataclass(frozen=True)
+class PretokenizedFolder:
+    """An opened folder: its manifest (checked) and its rows, which enter the pipeline at the tokenized stage."""
+
+    path: str
+    manifest: dict
+
+    @property
+    def tokenizer_dir(self) -> str:
+        return os.path.join(self.path, TOKENIZER_DIR)
+
+    @property
+    def is_instruction(self) -> bool:
+        return bool(self.manifest["recipe"].get("instruction"))
+
+    def describe(self) -> str:
+        return f"{self.path} (pre-tokenized: {self.manifest['recipe'].get('source', '?')})"
+
+    def eval_rows(self):
+        return eval_dataset(self.path, self.manifest)
+
+    def train_rows(self, with_mask: bool = True):
+        return train_dataset(self.path, self.manifest, with_mask)
+
+
+def open_folder(path: str | None) -> PretokenizedFolder | None:
+    """The pre-tokenized folder `--dataset` names, or None when it names sources."""
+    if not is_pretokenized(path):
+        return None
+    folder = os.path.expanduser(path)
+    return PretokenizedFolder(folder, read_manifest(folder))
+
+
 def read_manifest(folder: str) -> dict:
     """The folder's manifest, checked: kind, version, and that the files it lists are there."""
     path = os.path.join(folder, MANIFEST)
@@ -64,17 +98,6 @@ def read_manifest(folder: str) -> dict:
     if missing:
         raise ValueError(f"pre-tokenized folder {folder} is incomplete: missing {', '.join(missing)}")
     return manifest
-
-
-def check_tokenizer(manifest: dict, folder: str, tokenizer, where: str) -> None:
-    """Refuse a tokenizer that is not the one the folder was made with, naming both hashes."""
-    ours, theirs = tokenizer_sha256(tokenizer), manifest["tokenizer_sha256"]
-    if ours != theirs:
-        raise ValueError(
-            f"the tokenizer {where} (tokenizer.json sha256 {ours}) is not the one the pre-tokenized folder "
-            f"{folder} was made with (sha256 {theirs}): its token ids would mean other tokens. Leave --tokenizer out "
-            f"to use the folder's own copy ({os.path.join(folder, TOKENIZER_DIR)}), or pre-tokenize again with "
-            f"this tokenizer")
 
 
 # --- writing ------------------------------------------------------------------------------------------------
