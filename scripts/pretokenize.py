@@ -22,7 +22,8 @@ import warnings
 
 warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57 notice
 
-from pygpt_hf.training.settings import PretokenizeSettings, parse_settings
+from pygpt_hf.training.cli import parse_settings
+from pygpt_hf.training.settings import PretokenizeSettings
 
 REQUIRED = ("tokenizer", "seq_len", "output_dir")
 

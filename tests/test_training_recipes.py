@@ -30,12 +30,13 @@ from pygpt_hf.documents import (
 )
 from pygpt_hf.synthetic_math import generate_records, write_jsonl
 from pygpt_hf.training import pretokenized
+from pygpt_hf.training.cli import parse_settings
 from pygpt_hf.training.data import prepare_data
 from pygpt_hf.training.encoding import tokenize_documents, tokenized
 from pygpt_hf.training.mixture import Mixture
 from pygpt_hf.training.packing import TokenStream, build_eval_set
 from pygpt_hf.training.pretokenized import pretokenize
-from pygpt_hf.training.settings import SourceSpec, TrainSettings, parse_dataset_spec, parse_settings
+from pygpt_hf.training.settings import SourceSpec, TrainSettings, parse_dataset_spec
 from pygpt_hf.training.tokenizer import EOS_ID, set_instruction_chat_template, tokenizer_sha256
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pygpt_hf.training.settings import SETTINGS_FILE, TrainSettings, parse_settings
+from pygpt_hf.training.cli import parse_settings
+from pygpt_hf.training.settings import SETTINGS_FILE, TrainSettings
 
 
 def test_flags_fill_the_settings_and_defaults_fill_the_rest():

@@ -1,8 +1,8 @@
 """The harness that makes models: data pipeline, train state and step, checkpoints, metrics, Hub pushes.
 
 One module per concern, in the order a run meets them (`loop.train` calls them in this order):
-    settings.py      the run's settings: one dataclass that flags, --config and a resumed run fill; validation;
-                     the --dataset grammar
+    settings.py      the run's settings: one dataclass (validation, the --dataset grammar)
+    cli.py           flags (HfArgumentParser), --config files and a resumed run's saved settings fill it
     data.py          settings -> first batch, top to bottom, through the three data stages:
       mixture.py       1. the sources' documents (pygpt_hf.documents), held out, mixed; built once
       tokenizer.py        the tokenizer, loaded or trained once; its chat template, hash and special ids
@@ -20,9 +20,10 @@ One module per concern, in the order a run meets them (`loop.train` calls them i
     loop.py          train(settings): the run, top to bottom
 """
 
+from .cli import parse_settings
 from .loop import TrainingDiverged, TrainResult, train
 from .packing import NoUsableData
-from .settings import DataSettings, TrainSettings, parse_settings
+from .settings import DataSettings, TrainSettings
 from .state import TrainState, build_model, create_train_state, make_optimizer, model_config
 from .step import make_eval_step, make_train_step
 
