@@ -53,7 +53,7 @@ def test_the_installed_wheel_renders_a_card_outside_the_source_tree(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(site)  # the installed copy, not the source tree (nor an editable install)
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     card = (folder / "README.md").read_text()
