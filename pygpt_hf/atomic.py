@@ -1,7 +1,8 @@
-"""Write a whole folder or nothing: fill a temporary sibling, then rename it into place."""
+"""Write a whole file or folder or nothing: fill a temporary sibling, then rename it into place."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,3 +36,30 @@ def atomic_folder(output_dir: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary sibling of `path` to write; on success it replaces `path` (a reader sees old or new)."""
+    path = os.fspath(path)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"  # keeps the extension: some writers (matplotlib) choose the format by it
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    return os.fspath(path)
+
+
+def write_json(path: str | os.PathLike, data) -> str:
+    """Write `data` as JSON (indent=2, like transformers' own files, and a final newline) atomically."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")

@@ -9,6 +9,7 @@ has been imported (a post-import hook on `sys.meta_path`), or at once for those 
     transformers.models.auto.tokenization_auto   -> AutoTokenizer: PyGPTTokenizer / PyGPTTokenizerFast
     transformers.models.auto.modeling_flax_auto  -> FlaxAutoModel, FlaxAutoModelForCausalLM
     transformers.models.auto.modeling_auto       -> AutoModel, AutoModelForCausalLM (when torch is installed)
+    pygpt_hf.modeling_flax_pygpt                 -> `push_to_hub` writes our model card (model_card.py)
 
 The model classes are registered lazily too, the way transformers resolves its own models (by name, imported
 on first lookup): their entry in the Auto mapping is a `(module, class name)` that the mapping imports when a
@@ -102,11 +103,19 @@ def _register_torch_models(auto) -> None:
                          ["PyGPTModel", "PyGPTForCausalLM"])
 
 
+def _install_card_writer(modeling_flax) -> None:
+    # `model.push_to_hub` pushes the card training pushes; the travelling file alone (remote code) keeps None
+    from .model_card import write_push_card
+
+    modeling_flax.FlaxPyGPTPreTrainedModel.push_card_writer = staticmethod(write_push_card)
+
+
 REGISTRATIONS: dict[str, Callable] = {
     "transformers.models.auto.configuration_auto": _register_config,
     "transformers.models.auto.tokenization_auto": _register_tokenizers,
     "transformers.models.auto.modeling_flax_auto": _register_flax_models,
     "transformers.models.auto.modeling_auto": _register_torch_models,
+    f"{_PACKAGE}.modeling_flax_pygpt": _install_card_writer,
 }
 
 

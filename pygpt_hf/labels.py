@@ -19,9 +19,21 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 DEFAULT_LABELS = ("Instruction", "Input", "Output", "Response", "Context")
+DEFAULT_LABELS_FLAG = ",".join(DEFAULT_LABELS)  # what `--strip-labels` alone means, in scripts/train*.py
+
+
+def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """`--strip-labels` as a tuple of labels ("Instruction,Input" -> ("Instruction", "Input")); None = off."""
+    if value is None:
+        return None
+    labels = tuple(part.strip() for part in (value.split(",") if isinstance(value, str) else value))
+    if not labels or not all(labels):
+        raise ValueError(f"--strip-labels takes a comma-separated list of labels, e.g. Instruction,Response; "
+                         f"got {value!r}")
+    return labels
 
 
 @functools.lru_cache(maxsize=32)

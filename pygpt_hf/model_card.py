@@ -1,4 +1,4 @@
-"""The model card: the README.md a pushed model shows on the Hub, rendered from the repo's `model_card.md`.
+"""The model card: the README.md a pushed model shows on the Hub, rendered from `model_card.md` (package data).
 
 Everything on the card is read from an output folder (what scripts/train.py writes, or any folder a
 model was saved to):
@@ -21,17 +21,17 @@ import json
 import math
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .atomic import write_text
 from .configuration_pygpt import TRAVELLING_FILES, PyGPTConfig
-from .training.checkpoint import list_checkpoints
-from .training.metrics import METRICS_FILE, PLOT_FILE, plot_loss_curve
-from .training.settings import SETTINGS_FILE
+from .run_folder import METRICS_FILE, PLOT_FILE, SETTINGS_FILE, list_checkpoints, plot_loss_curve, read_metrics
 
-# The template lives at the repository root, where a reader of the project finds it next to the README.
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_card.md"
+# The template ships inside the package (package data), so an installed pygpt_hf renders cards anywhere.
+TEMPLATE_PATH = Path(str(resources.files("pygpt_hf") / "model_card.md"))
 CARD_FILE = "README.md"
 TAGS = ["pygpt", "jax", "flax", "text-generation"]
 # The corpus shipped inside pygpt_hf (the default of scripts/train.py) is this Hub dataset's text.
@@ -59,21 +59,8 @@ def _read_json(path: Path, what: str) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} ({what}) is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} ({what}) must hold a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{path} ({what}) must hold a JSON object, got {type(data).__name__}")  # noqa: TRY004
     return data
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of metrics.jsonl, naming the line that does not parse."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {number} is not valid JSON: {err}") from err
-    return records
 
 
 def count_parameters(weights_path: Path) -> int:
@@ -147,7 +134,7 @@ def card_values(folder: str | os.PathLike, repo_id: str, license: str = "mit", l
         raise ValueError(f"{folder / 'config.json'} is not a PyGPT configuration (model_type is not 'pygpt')")
     config = PyGPTConfig.from_json_file(str(folder / "config.json"))  # every field, defaults filled, validated
     settings = _read_json(folder / SETTINGS_FILE, "training settings") if (folder / SETTINGS_FILE).is_file() else None
-    metrics = read_metrics(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else []
+    metrics = read_metrics(folder / METRICS_FILE)
 
     params = count_parameters(folder / WEIGHTS_FILE)
     step = model_step(folder, metrics)
@@ -191,11 +178,14 @@ def card_values(folder: str | os.PathLike, repo_id: str, license: str = "mit", l
             f"GPT-4's pre-split pattern)." if settings.get("tokenizer") is None
             else f"`{settings['tokenizer']}` ({config.vocab_size} tokens).")
     if last_eval:
+        nats_per_byte = last_eval.get("eval_nats_per_byte")  # bits/byte = nats/byte / ln 2 (older runs lack it)
+        bits_per_byte = last_eval.get("eval_bits_per_byte", nats_per_byte / math.log(2) if nats_per_byte else None)
         values["evaluation"] = {
             "step": last_eval["step"],
             "loss": round(last_eval["eval_loss"], 4),
             "perplexity": round(last_eval["eval_perplexity"], 2),
-            "nats_per_byte": round(last_eval["eval_nats_per_byte"], 4) if "eval_nats_per_byte" in last_eval else "n/a",
+            "nats_per_byte": round(nats_per_byte, 4) if nats_per_byte is not None else "n/a",
+            "bits_per_byte": round(bits_per_byte, 4) if bits_per_byte is not None else "n/a",
         }
     return values
 
@@ -248,10 +238,18 @@ def write_model_card(folder: str | os.PathLike, repo_id: str, license: str = "mi
     if values["loss_curve"] and not (folder / PLOT_FILE).is_file():
         plot_loss_curve(read_metrics(folder / METRICS_FILE), str(folder / PLOT_FILE), title=repo_id)
     path = folder / CARD_FILE
-    tmp = path.with_name(CARD_FILE + ".tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, str(card))
     return path
+
+
+def write_push_card(folder: str | os.PathLike, repo_id: str) -> Path | None:
+    """The card for a folder that `push_to_hub` is about to upload (the hook pygpt_hf installs on the Flax
+    model): rendered when the folder holds a PyGPT model; otherwise (a tokenizer alone) left as transformers
+    made it, which is the card already on the Hub when there is one."""
+    folder = Path(folder)
+    if not ((folder / "config.json").is_file() and (folder / WEIGHTS_FILE).is_file()):
+        return None
+    return write_model_card(folder, repo_id)
 
 
 def usage_snippets(card_text: str) -> dict[str, str]:

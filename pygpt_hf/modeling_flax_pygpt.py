@@ -395,6 +395,14 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
     config_class = PyGPTConfig
     base_model_prefix = "transformer"
     module_class: nn.Module = None
+    # pygpt_hf installs its model-card writer here, so `push_to_hub` uploads the card training pushes too;
+    # where this file travels alone (remote code) it stays None and transformers' card is pushed.
+    push_card_writer = None
+
+    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
+        if self.push_card_writer is not None:
+            self.push_card_writer(working_dir, repo_id)  # README.md into the folder about to be uploaded
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
     def __init__(self, config: PyGPTConfig, input_shape: tuple = (1, 1), seed: int = 0,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32, _do_init: bool = True, **kwargs):

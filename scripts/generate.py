@@ -118,7 +118,7 @@ def load_model(args: argparse.Namespace):
 
 def instruction_text(instruction: str, context: str | None = None) -> str:
     """The training template with an empty response: the model continues after "### Response:"."""
-    from pygpt_hf.training.sources import render_instruction
+    from pygpt_hf.documents import render_instruction
 
     return render_instruction(instruction, "", context)
 
@@ -135,7 +135,7 @@ def prompt_ids(tokenizer, text: str | None = None, instruction: str | None = Non
         return encode_prompt(tokenizer, instruction_text(instruction, context))
     from jinja2 import TemplateError
 
-    from pygpt_hf.training.sources import instruction_messages
+    from pygpt_hf.documents import instruction_messages
 
     try:
         ids = tokenizer.apply_chat_template(instruction_messages(instruction, None, context), add_generation_prompt=True,

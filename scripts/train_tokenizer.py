@@ -19,8 +19,9 @@ import os
 import sys
 
 from pygpt_hf.atomic import atomic_folder
-from pygpt_hf.training.settings import DEFAULT_STRIP_LABELS
-from pygpt_hf.training.sources import RowStats, open_source, parse_labels, render_record
+from pygpt_hf.documents import RowStats, open_source, render_record
+from pygpt_hf.labels import DEFAULT_LABELS_FLAG as DEFAULT_STRIP_LABELS
+from pygpt_hf.labels import parse_labels
 
 
 class CliError(Exception):

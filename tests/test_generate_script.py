@@ -212,7 +212,7 @@ def test_script_interactive_reads_lines_until_end_of_input(saved, sampler, scrip
 
 
 def test_script_instruction_through_the_training_template(saved, greedy, capsys, monkeypatch):
-    from pygpt_hf.training.sources import render_instruction
+    from pygpt_hf.documents import render_instruction
 
     folder, model, tokenizer = saved
     script = load_script()

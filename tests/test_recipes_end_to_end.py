@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pygpt_hf.bpe import train_tokenizer
-from pygpt_hf.training.sources import CHAT_TEMPLATE, instruction_messages, render_instruction
+from pygpt_hf.documents import CHAT_TEMPLATE, instruction_messages, render_instruction
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

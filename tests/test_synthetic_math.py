@@ -154,7 +154,7 @@ def test_the_checker_catches_a_wrong_answer():
 
 
 def test_records_load_as_dolly_and_render_through_the_training_template():
-    from pygpt_hf.training.sources import RowStats, render_record
+    from pygpt_hf.documents import RowStats, render_record
 
     stats = RowStats()
     record = next(generate_records(1, seed=5))

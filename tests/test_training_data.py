@@ -10,8 +10,10 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from pygpt_hf.bpe import train_tokenizer
-from pygpt_hf.training.data import EOS_ID, PAD_ID, NoUsableData, TokenStream, build_eval_set, tokenized
-from pygpt_hf.training.sources import RowStats, open_source, render_instruction, render_record
+from pygpt_hf.documents import RowStats, open_source, render_instruction, render_record
+from pygpt_hf.training.encoding import tokenized
+from pygpt_hf.training.packing import NoUsableData, TokenStream, build_eval_set
+from pygpt_hf.training.tokenizer import EOS_ID, PAD_ID
 
 DATA = Path(__file__).parent / "data"
 SHAKESPEARE = str(DATA / "train_shakespeare.txt")

@@ -20,13 +20,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from pygpt_hf.bpe import train_tokenizer
-from pygpt_hf.synthetic_math import generate_records, write_jsonl
-from pygpt_hf.training import pretokenized
-from pygpt_hf.training.data import EOS_ID, TokenStream, build_eval_set, tokenize_documents, tokenized
-from pygpt_hf.training.mixture import Mixture, SourceSpec, parse_dataset_spec
-from pygpt_hf.training.pipeline import prepare_data, pretokenize
-from pygpt_hf.training.settings import TrainSettings, parse_settings
-from pygpt_hf.training.sources import (
+from pygpt_hf.documents import (
     CHAT_TEMPLATE,
     RowStats,
     instruction_messages,
@@ -34,7 +28,16 @@ from pygpt_hf.training.sources import (
     render_instruction,
     render_record,
 )
-from pygpt_hf.training.tokenizer import set_instruction_chat_template, tokenizer_sha256
+from pygpt_hf.synthetic_math import generate_records, write_jsonl
+from pygpt_hf.training import pretokenized
+from pygpt_hf.training.cli import parse_settings
+from pygpt_hf.training.data import prepare_data
+from pygpt_hf.training.encoding import tokenize_documents, tokenized
+from pygpt_hf.training.mixture import Mixture
+from pygpt_hf.training.packing import TokenStream, build_eval_set
+from pygpt_hf.training.pretokenized import pretokenize
+from pygpt_hf.training.settings import SourceSpec, TrainSettings, parse_dataset_spec
+from pygpt_hf.training.tokenizer import EOS_ID, set_instruction_chat_template, tokenizer_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

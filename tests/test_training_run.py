@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from pygpt_hf.training.hooks import KILL_AT_STEP, NAN_AT_STEP
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 BASE = [
@@ -74,10 +76,10 @@ def runs(tmp_path_factory, hub_server):
     started = {
         "reference": Run("reference", folder, EXACT + ["--keep-checkpoints", "2", "--sample-tokens", "8",
                                                        "--push-to-hub", repo_id], env),
-        "killed": Run("killed", folder, EXACT + ["--kill-at-step", "8"], env),
+        "killed": Run("killed", folder, EXACT, env, {KILL_AT_STEP: "8"}),
         "parallel": Run("parallel", folder, EXACT, env, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}),
         "fsdp": Run("fsdp", folder, EXACT + ["--fsdp"], env, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}),
-        "nan": Run("nan", folder, BASE + TWELVE + ["--inject-nan-at-step", "6"], env),
+        "nan": Run("nan", folder, BASE + TWELVE, env, {NAN_AT_STEP: "6"}),
         "sigint": Run("sigint", folder, BASE + ["--max-steps", "1000000", "--save-every", "100000",
                                                 "--eval-every", "100000"], env),
     }

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pygpt_hf.training.settings import SETTINGS_FILE, TrainSettings, parse_settings
+from pygpt_hf.training.cli import parse_settings
+from pygpt_hf.training.settings import SETTINGS_FILE, TrainSettings
 
 
 def test_flags_fill_the_settings_and_defaults_fill_the_rest():
@@ -45,13 +46,13 @@ def test_bad_settings_are_named(tmp_path):
 
 
 def test_resume_uses_the_saved_settings_and_refuses_to_change_the_maths(tmp_path):
-    saved = TrainSettings(output_dir=str(tmp_path), n_layer=2, seq_len=32, kill_at_step=7)
+    saved = TrainSettings(output_dir=str(tmp_path), n_layer=2, seq_len=32)
     saved.save(str(tmp_path))
     assert json.loads((tmp_path / SETTINGS_FILE).read_text())["n_layer"] == 2
+    assert "kill_at_step" not in json.loads((tmp_path / SETTINGS_FILE).read_text())  # test hooks are not settings
 
     settings, notes = parse_settings(["--output-dir", str(tmp_path), "--resume", "--max-steps", "99"])
     assert (settings.n_layer, settings.seq_len, settings.max_steps, settings.resume) == (2, 32, 99, True)
-    assert settings.kill_at_step is None  # a test hook never carries over into the resumed run
     assert any("max-steps" in note for note in notes)
 
     with pytest.raises(ValueError, match=r"cannot change: --n-layer \(saved 2, given 3\)"):

@@ -25,21 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 
 import jax
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-STATE_DIR = "training_state"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+from ..atomic import atomic_file, write_json
+from ..run_folder import STATE_DIR, checkpoint_name, list_checkpoints
+from .hooks import FaultHooks
+
 TMP_PREFIX = ".tmp-checkpoint-"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:07d}"
 
 
 # --- pytrees <-> flat dicts of arrays ---------------------------------------------------------------------
@@ -70,26 +66,7 @@ def restore_tree(template, arrays: dict[str, np.ndarray], what: str):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _write_json(path: str, data) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-
-
 # --- finding checkpoints ----------------------------------------------------------------------------------
-
-
-def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """[(step, path)] of the complete checkpoints in `output_dir`, oldest first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        match = CHECKPOINT_RE.match(name)
-        path = os.path.join(output_dir, name)
-        if match and os.path.isfile(os.path.join(path, STATE_DIR, "state.json")):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
@@ -103,6 +80,22 @@ def remove_debris(output_dir: str) -> None:
         for name in os.listdir(output_dir):
             if name.startswith(TMP_PREFIX):
                 shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+
+
+def open_output_dir(output_dir: str, resume: bool) -> str | None:
+    """Make `output_dir` ready for a run: debris of a crash removed; the checkpoint to resume from (`resume`), or
+    None for a fresh run, which refuses a folder that already holds checkpoints (nothing is overwritten)."""
+    os.makedirs(output_dir, exist_ok=True)
+    remove_debris(output_dir)
+    if resume:
+        latest = latest_checkpoint(output_dir)
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {output_dir}")
+        return latest
+    if list_checkpoints(output_dir):
+        raise FileExistsError(f"{output_dir} already holds checkpoints of a run: pass --resume to continue it, or "
+                              f"choose another --output-dir (nothing was overwritten)")
+    return None
 
 
 # --- saving -----------------------------------------------------------------------------------------------
@@ -126,10 +119,12 @@ def save_checkpoint(
     settings,
     data_state: tuple[dict[str, np.ndarray], dict],
     metrics: dict | None = None,
+    hooks: FaultHooks | None = None,
 ) -> str:
     """Write checkpoint `step` atomically and return its path. `params` / `opt_state` are host arrays.
 
     All processes call this (each writes its own data position); process 0 writes the rest and renames.
+    The files inside the temporary folder need no atomicity of their own: the rename is the commit point.
     """
     final = os.path.join(output_dir, checkpoint_name(step))
     tmp = os.path.join(output_dir, TMP_PREFIX + f"{step:07d}")
@@ -142,18 +137,18 @@ def save_checkpoint(
     arrays, meta = data_state
     index = jax.process_index()
     save_file(arrays, os.path.join(tmp, STATE_DIR, f"data-{index}.safetensors"))
-    _write_json(os.path.join(tmp, STATE_DIR, f"data-{index}.json"), meta)
+    write_json(os.path.join(tmp, STATE_DIR, f"data-{index}.json"), meta)
     _barrier(f"checkpoint-{step}-data")
 
     if lead:
         model.save_pretrained(tmp, params=params)  # config, generation config, weights, remote code
         tokenizer.save_pretrained(tmp)
         settings.save(tmp)
-        if settings.kill_at_step == step:  # test hook: die the hardest way, halfway through a checkpoint
-            os.kill(os.getpid(), signal.SIGKILL)
+        if hooks is not None:
+            hooks.kill_if_due(step)  # test hook: die the hardest way, halfway through a checkpoint
         save_file(flatten_tree(params), os.path.join(tmp, STATE_DIR, "params.safetensors"))
         save_file(flatten_tree(opt_state), os.path.join(tmp, STATE_DIR, "opt_state.safetensors"))
-        _write_json(os.path.join(tmp, STATE_DIR, "state.json"), {
+        write_json(os.path.join(tmp, STATE_DIR, "state.json"), {
             "step": step,
             "seed": settings.seed,  # the dropout keys are derived from it and the step
             "num_processes": jax.process_count(),
@@ -178,9 +173,8 @@ def publish(checkpoint_dir: str, output_dir: str) -> None:
     for name in sorted(os.listdir(checkpoint_dir)):
         source = os.path.join(checkpoint_dir, name)
         if os.path.isfile(source):
-            target = os.path.join(output_dir, name)
-            shutil.copyfile(source, target + ".tmp")
-            os.replace(target + ".tmp", target)
+            with atomic_file(os.path.join(output_dir, name)) as tmp:
+                shutil.copyfile(source, tmp)
 
 
 def prune(output_dir: str, keep: int) -> None:

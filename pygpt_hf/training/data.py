@@ -1,295 +1,111 @@
-"""Text records -> token ids -> packed blocks -> a seeded shuffle -> batches, with state we can checkpoint.
+"""From the settings to the first batch: the data pipeline of a run, top to bottom in `prepare_data`.
 
-The pipeline, per document:
-    record --render (sources.py)--> text --tokenize (batched `map`)--> ids + [<|endoftext|>]
-and then across documents:
-    ids ... ids ... --pack--> blocks of seq_len + 1 tokens --shuffle buffer--> (accum, batch, seq_len + 1)
+    1. sources -> documents -> held out -> mixed    mixture.py (documents.py opens and renders each source)
+       the tokenizer, chosen once: the checkpoint's, --tokenizer, or trained on the documents (tokenizer.py)
+    2. documents -> token ids + loss masks          encoding.py (split_special_tokens=True; --loss-on)
+       ... a pre-tokenized folder enters here instead, with its rows of tokens (pretokenized.py)
+    3. ids -> blocks -> shuffle buffer -> batches   packing.py (the training stream; the held-out eval set)
 
-Packing: documents are concatenated (each ends with <|endoftext|>) and cut into blocks of `seq_len + 1`
-tokens that overlap by one token (block k = stream[k*T : k*T + T + 1]). A block gives inputs
-block[:-1] and targets block[1:], so every token of the stream except the very first is a target exactly
-once, and no position is padding.
-
-Shuffling: `IterableDataset.shuffle(buffer_size=...)` drops its buffer on resume (hf-stack trap 8), so
-the buffer lives here instead: a fixed array of blocks plus a numpy PCG64 generator, both saved in the
-checkpoint. Resume = same upstream position + same leftover tokens + same buffer + same generator state.
-
-Held-out data: the first `eval_docs` records are the eval set (`take`); training reads the rest (`skip`);
-for a mixture of sources, see mixture.py.
-
-Response-only loss (`--loss-on response`): every token carries a loss-mask bit, 1 where the token is a
-target the loss counts. For an instruction document that is the response and its <|endoftext|>, never the
-prompt ("### Instruction: ... ### Response:\n"); for a text document, every token. The mask travels with
-the tokens through packing and the shuffle buffer as a parallel array (block k of the mask covers the
-same positions as block k of the tokens), so a block's targets block[1:] are weighted by mask[1:]. The
-eval set is weighted the same way (and its nats/byte count only the bytes of the masked-in text).
+Batches are always (tokens, loss mask) pairs; with `--loss-on all` the mask is all ones. Everything here runs
+before the model is built, so bad data stops a run before anything compiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from .sources import RowStats, render_source
-
-EOS_ID = 256
-PAD_ID = 257
-
-
-class NoUsableData(ValueError):
-    """The dataset yielded no document we can train on (raised before anything is compiled)."""
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def make_document_tokenizer(tokenizer, with_mask: bool = False) -> Callable[[dict], dict]:
-    """The batched `map` function over rendered rows (sources.render_source): a batch of records ->
-    {"input_ids", "num_bytes"} per record (+ {"loss_mask", "loss_bytes"} with `with_mask`).
-
-    One output row per input row (a skipped record gets no ids). `split_special_tokens=True`: "<|endoftext|>"
-    typed inside a document stays text (its bytes), it never becomes the control token; only the id appended
-    here (EOS_ID) ends a document.
-
-    The loss mask of an instruction document: the prompt (document[:response_start]) is tokenized on its
-    own, and the tokens the document shares with it from the start are the prompt's (mask 0); the rest,
-    the tokens the model has to produce after seeing the prompt ids at generation time, and <|endoftext|>
-    get 1. (A token that straddles the boundary, prompt text merged with the response's first characters,
-    is the response's: the model must produce it.)
-    """
-    eos = tokenizer.eos_token_id
-    if eos != EOS_ID:
-        raise ValueError(f"the tokenizer's eos id is {eos}, expected {EOS_ID} (<|endoftext|>)")
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        flat = [doc for docs in batch["text"] for doc in docs]
-        starts = [start for row in batch["response_start"] for start in row]
-        flat_ids = encode(flat)
-        out: dict[str, list] = {"input_ids": [], "num_bytes": []}
-        if with_mask:
-            prompts = encode([doc[:start] for doc, start in zip(flat, starts) if start > 0])
-            prompt_ids = iter(prompts)
-            masks, doc_loss_bytes = [], []  # per document
-            for doc, start, ids in zip(flat, starts, flat_ids):
-                n_prompt = _common_prefix(next(prompt_ids), ids) if start > 0 else 0
-                masks.append([0] * n_prompt + [1] * (len(ids) - n_prompt + 1))  # + 1: the <|endoftext|>
-                doc_loss_bytes.append(len(doc[start:].encode("utf-8")))
-            out["loss_mask"], out["loss_bytes"] = [], []
-        k = 0
-        for docs in batch["text"]:
-            ids: list[int] = []
-            mask: list[int] = []
-            row_loss_bytes = 0
-            for _ in docs:
-                ids += flat_ids[k] + [eos]
-                if with_mask:
-                    mask += masks[k]
-                    row_loss_bytes += doc_loss_bytes[k]
-                k += 1
-            out["input_ids"].append(ids)
-            out["num_bytes"].append(sum(len(d.encode("utf-8")) for d in docs))
-            if with_mask:
-                out["loss_mask"].append(mask)
-                out["loss_bytes"].append(row_loss_bytes)
-        return out
-
-    return tokenize
-
-
-def tokenize_documents(rendered, tokenizer, with_mask: bool = False, batch_size: int = 256):
-    """Rendered rows (sources.render_source) -> token ids (and loss masks), lazily, in batched `map`."""
-    return rendered.map(make_document_tokenizer(tokenizer, with_mask), batched=True, batch_size=batch_size,
-                        remove_columns=["text", "response_start", "source"])
-
-
-def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, batch_size: int = 256,
-              strip_labels=None, with_mask: bool = False):
-    """`dataset`'s raw records, rendered per `fmt` and tokenized (lazily, in batched `map`)."""
-    rendered = render_source(dataset, fmt, text_column, stats, strip_labels=strip_labels, batch_size=batch_size)
-    return tokenize_documents(rendered, tokenizer, with_mask, batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Held-out eval set
+from ..documents import NoUsableData, RowStats
+from .encoding import tokenize
+from .mixture import Mixture
+from .packing import EvalSet, TokenStream, build_eval_set
+from .pretokenized import open_folder
+from .tokenizer import tokenizer_for_run
 
 
 @dataclass
-class EvalSet:
-    blocks: np.ndarray  # (N, T + 1) int32, the last block padded with PAD_ID
-    weights: np.ndarray  # (N, T) float32: 1 where the target counts (a real token, in the loss mask), else 0
-    num_bytes: int  # UTF-8 bytes of the held-out text that was evaluated (the masked-in text with a mask)
-    num_docs: int
+class RunData:
+    tokenizer: object
+    eval_set: EvalSet
+    stream: TokenStream
+    source: str  # what the data is, for the log and the loss-curve title
+    first_batch: tuple[np.ndarray, np.ndarray]  # (tokens, loss mask), each (grad_accum, batch, seq_len + 1)
+    is_instruction: bool = False  # instruction records: the end-of-run sample goes through the chat template
+    train_stats: list[RowStats] = field(default_factory=list)  # per source ([] for a pre-tokenized folder)
+    labels: list[str] = field(default_factory=list)  # one name per source, for the stats
 
-    @property
-    def num_tokens(self) -> int:
-        return int(self.weights.sum())
+    def next_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.stream.next_batch(grad_accum, batch_size)
 
-
-def build_eval_set(eval_dataset, seq_len: int, max_tokens: int, use_mask: bool = False) -> EvalSet:
-    """Concatenate the held-out documents (up to `max_tokens`) and cut them like the training stream.
-
-    With `use_mask`, the rows' `loss_mask` weights the targets (as in training) and `num_bytes` counts the
-    masked-in text only (`loss_bytes`), so nats/byte stay comparable between runs.
-    """
-    stream: list[int] = []
-    mask: list[int] = []
-    num_bytes = num_docs = 0
-    for row in eval_dataset:
-        if not row["input_ids"]:
-            continue
-        if stream and len(stream) + len(row["input_ids"]) > max_tokens:
-            break
-        stream += row["input_ids"][:max_tokens]  # a first document longer than max_tokens is cut
-        if use_mask:
-            mask += row["loss_mask"][:max_tokens]
-        num_bytes += row["loss_bytes"] if use_mask else row["num_bytes"]
-        num_docs += 1
-    if len(stream) < 2:
-        return EvalSet(np.zeros((0, seq_len + 1), np.int32), np.zeros((0, seq_len), np.float32), 0, 0)
-    n_targets = len(stream) - 1
-    n_blocks = -(-n_targets // seq_len)  # ceil
-    padded = np.full(n_blocks * seq_len + 1, PAD_ID, np.int32)
-    padded[: len(stream)] = stream
-    index = np.arange(n_blocks)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]  # (N, T+1) overlapping by 1
-    weights = (index[:, 1:] < len(stream)).astype(np.float32)
-    if use_mask:
-        padded_mask = np.zeros(len(padded), np.float32)
-        padded_mask[: len(mask)] = mask
-        weights *= padded_mask[index[:, 1:]]
-    return EvalSet(padded[index], weights, num_bytes, num_docs)
+    def train_summary(self) -> str:
+        if not self.train_stats:
+            return "pre-tokenized"
+        if len(self.train_stats) == 1:
+            return self.train_stats[0].summary()
+        return "; ".join(f"{label}: {stats.summary()}" for label, stats in zip(self.labels, self.train_stats))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Training stream: pack + shuffle, resumable
+def prepare_data(settings, resume_from: str | None, local_batch: int, log: Callable[[str], None],
+                 process_index: int = 0, process_count: int = 1) -> RunData:
+    """The tokenizer, eval set and training stream of a run (restored to the checkpoint's position), and the
+    first batch, fetched so that a dataset with nothing usable stops the run here."""
+    with_mask = settings.loss_on == "response"
+    folder = open_folder(settings.dataset)  # a pre-tokenized folder, or None: sources
+
+    # --- 1. the documents, mixed and held out (built once), and the tokenizer (chosen once) ----------------------
+    if folder is None:
+        mixture = Mixture.from_settings(settings)
+        eval_stats, train_stats, tokenizer_stats = mixture.new_stats(), mixture.new_stats(), mixture.new_stats()
+        texts = mixture.training_documents(tokenizer_stats, settings.tokenizer_train_docs)  # read if one is trained
+        train_documents = partial(mixture.train_dataset, train_stats)  # a fresh dataset each epoch
+        eval_documents = mixture.eval_dataset(eval_stats)  # (lazy datasets: nothing is read yet)
+        source, labels, is_instruction = mixture.describe(), mixture.labels, mixture.is_instruction
+    else:
+        texts, source, labels, is_instruction, train_stats = (), folder.describe(), [], folder.is_instruction, []
+    tokenizer = tokenizer_for_run(settings, resume_from, log, texts=texts, folder=folder, instruction=is_instruction,
+                                  show_progress=process_index == 0)
+
+    # --- 2. token ids + loss masks: tokenized on the fly, or the folder's rows -------------------------------------
+    if folder is None:
+        eval_rows, train_rows = tokenize(eval_documents, train_documents, tokenizer, with_mask)
+    else:
+        eval_rows, train_rows = folder.eval_rows(), partial(folder.train_rows, with_mask)
+
+    # --- 3. blocks: the held-out set cut in order; the training stream packed, shuffled and batched -------------
+    eval_set = build_eval_set(eval_rows, settings.seq_len, settings.eval_max_tokens, use_mask=with_mask)
+    stream = TokenStream(lambda: _split_for_process(train_rows(), process_index, process_count),
+                         settings.seq_len, settings.shuffle_buffer, settings.seed + process_index)
+    if resume_from:
+        from .checkpoint import load_data_state  # (imports jax: kept out of scripts/pretokenize.py's way)
+
+        stream.load_state_dict(*load_data_state(resume_from))
+    try:
+        first_batch = stream.next_batch(settings.grad_accum, local_batch)
+    except NoUsableData:
+        raise NoUsableData(f"the pre-tokenized folder {folder.path} holds no training tokens. Nothing was compiled."
+                           if folder else mixture.no_data_message(train_stats, eval_stats)) from None
+    masked_in = " in the loss mask" if with_mask else ""
+    if eval_set.num_tokens == 0 and folder:
+        raise NoUsableData(f"the pre-tokenized folder {folder.path} holds no held-out tokens{masked_in}, so the run "
+                           f"could not be evaluated")
+    if eval_set.num_tokens == 0:
+        raise NoUsableData(f"the held-out eval set (the first {settings.eval_docs} records of {source}) has no "
+                           f"usable text{masked_in}: {'; '.join(s.summary() for s in eval_stats)}")
+    for warning in [] if folder else mixture.warnings(train_stats):
+        log(warning)
+    held = (f"{folder.manifest['train_tokens']:,} training tokens" if folder
+            else mixture.held_out_summary(eval_stats))
+    log(f"data: {source}; held-out eval: {eval_set.num_docs} documents, {eval_set.num_tokens:,} "
+        f"{'response ' if with_mask else ''}tokens, {eval_set.num_bytes:,} bytes ({held})")
+    return RunData(tokenizer, eval_set, stream, source, first_batch, is_instruction, train_stats, labels)
 
 
-class TokenStream:
-    """Endless batches of packed blocks from a dataset, epoch after epoch, with exact resume.
+def _split_for_process(dataset, process_index: int, process_count: int):
+    if process_count == 1:
+        return dataset
+    from datasets.distributed import split_dataset_by_node
 
-    `make_dataset()` returns the (tokenized) training `IterableDataset`, built anew for each epoch; its
-    `state_dict()` is the stream position inside the current epoch. Rows with a `loss_mask` column give
-    each token its mask bit; rows without one count every token (mask 1).
-    """
-
-    def __init__(self, make_dataset: Callable[[], object], seq_len: int, buffer_size: int, seed: int):
-        self.make_dataset = make_dataset
-        self.seq_len = seq_len
-        self.block_len = seq_len + 1
-        self.buffer = np.zeros((buffer_size, self.block_len), np.int32)
-        self.buffer_mask = np.zeros((buffer_size, self.block_len), np.uint8)  # the loss mask of each block
-        self.buffer_fill = 0
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.carry = np.zeros(0, np.int32)  # tokens read but not yet emitted as a whole block
-        self.carry_mask = np.zeros(0, np.uint8)
-        self.epoch = 0
-        self.blocks_emitted = 0
-        self._dataset = None
-        self._rows: Iterator | None = None
-        self._resume_state: dict | None = None
-        self._docs_this_epoch = 0
-        self._fresh_epoch = True
-
-    # --- upstream: documents -> blocks ---------------------------------------------------------------
-    def _start_epoch(self) -> None:
-        # A fresh dataset object per epoch, read in file order. (Not `set_epoch`: from epoch 1 on it
-        # reshuffles the source files, and refuses to after `skip`.)
-        self._dataset = self.make_dataset()
-        self._fresh_epoch = self._resume_state is None  # resumed midway, an epoch may have nothing left
-        if self._resume_state is not None:
-            self._dataset.load_state_dict(self._resume_state)
-            self._resume_state = None
-        self._rows = iter(self._dataset)
-        self._docs_this_epoch = 0
-
-    def _next_block(self) -> tuple[np.ndarray, np.ndarray]:
-        """The next packed block and its mask: the first T+1 leftover tokens; the last stays for the next."""
-        while len(self.carry) < self.block_len:
-            if self._rows is None:
-                self._start_epoch()
-            row = next(self._rows, None)
-            if row is None:  # end of epoch
-                if self._docs_this_epoch == 0 and self._fresh_epoch:
-                    raise NoUsableData("the training data yielded no usable document in a whole pass")
-                self.epoch += 1
-                self._rows = None
-                continue
-            if row["input_ids"]:
-                self._docs_this_epoch += 1
-                ids = np.asarray(row["input_ids"], np.int32)
-                mask = np.asarray(row["loss_mask"], np.uint8) if row.get("loss_mask") is not None else np.ones(len(ids), np.uint8)
-                self.carry = np.concatenate([self.carry, ids])
-                self.carry_mask = np.concatenate([self.carry_mask, mask])
-        block, mask = self.carry[: self.block_len].copy(), self.carry_mask[: self.block_len].copy()
-        self.carry = self.carry[self.seq_len :]  # overlap by one: the last target is the next first input
-        self.carry_mask = self.carry_mask[self.seq_len :]
-        return block, mask
-
-    # --- the shuffle buffer --------------------------------------------------------------------------
-    def next_block_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
-        """A block (and its mask) drawn uniformly from the buffer, which is then refilled from upstream."""
-        while self.buffer_fill < len(self.buffer):  # fill once at the start (and after a resume, if needed)
-            self.buffer[self.buffer_fill], self.buffer_mask[self.buffer_fill] = self._next_block()
-            self.buffer_fill += 1
-        i = int(self.rng.integers(len(self.buffer)))
-        out = self.buffer[i].copy(), self.buffer_mask[i].copy()
-        self.buffer[i], self.buffer_mask[i] = self._next_block()
-        self.blocks_emitted += 1
-        return out
-
-    def next_block(self) -> np.ndarray:
-        return self.next_block_and_mask()[0]
-
-    def next_masked_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens, mask), each (grad_accum, batch_size, seq_len + 1): int32 tokens, uint8 loss mask."""
-        pairs = [self.next_block_and_mask() for _ in range(grad_accum * batch_size)]
-        shape = (grad_accum, batch_size, self.block_len)
-        return np.stack([b for b, _ in pairs]).reshape(shape), np.stack([m for _, m in pairs]).reshape(shape)
-
-    def next_batch(self, grad_accum: int, batch_size: int) -> np.ndarray:
-        """(grad_accum, batch_size, seq_len + 1) int32 tokens for one optimizer step."""
-        return self.next_masked_batch(grad_accum, batch_size)[0]
-
-    # --- checkpointing -------------------------------------------------------------------------------
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays for safetensors, JSON-able metadata): everything needed to continue exactly."""
-        arrays = {"buffer": self.buffer[: self.buffer_fill].copy(), "carry": self.carry.copy(),
-                  "buffer_mask": self.buffer_mask[: self.buffer_fill].copy(), "carry_mask": self.carry_mask.copy()}
-        meta = {
-            "epoch": self.epoch,
-            "dataset": self._dataset.state_dict() if self._rows is not None else self._resume_state,
-            "rng": self.rng.bit_generator.state,
-            "blocks_emitted": self.blocks_emitted,
-            "seq_len": self.seq_len,
-        }
-        return arrays, meta
-
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        if meta["seq_len"] != self.seq_len:
-            raise ValueError(f"data state was saved with seq_len {meta['seq_len']}, this run uses {self.seq_len}")
-        buffer = arrays["buffer"]
-        if len(buffer) > len(self.buffer):
-            raise ValueError(f"data state holds {len(buffer)} shuffle-buffer blocks, "
-                             f"more than --shuffle-buffer {len(self.buffer)}")
-        self.buffer[: len(buffer)] = buffer
-        self.buffer_mask[: len(buffer)] = arrays.get("buffer_mask", np.ones_like(buffer, np.uint8))
-        self.buffer_fill = len(buffer)
-        self.carry = arrays["carry"].astype(np.int32)
-        self.carry_mask = arrays.get("carry_mask", np.ones(len(self.carry), np.uint8)).astype(np.uint8)
-        self.rng.bit_generator.state = meta["rng"]
-        self.epoch = meta["epoch"]
-        self.blocks_emitted = meta["blocks_emitted"]
-        self._resume_state = meta["dataset"]
-        self._rows = None
+    return split_dataset_by_node(dataset, rank=process_index, world_size=process_count)

@@ -8,7 +8,7 @@ not the `checkpoint-*` folders with their optimizer state.
 
 from __future__ import annotations
 
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp*", "*.tmp", "*.tmp.*"]
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp*", "*.tmp", "*.tmp.*", "*.tmp-*"]
 
 
 class HubPusher:

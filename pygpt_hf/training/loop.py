@@ -1,4 +1,4 @@
-"""The training loop, top to bottom: data -> tokenizer -> model -> compile -> steps -> eval/save -> sample.
+"""The training loop, top to bottom as the run happens: plan -> data -> model -> compile -> steps -> eval/save -> sample.
 
 `train(settings)` is the whole run; scripts/train.py only parses flags and prints the summary.
 
@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..run_folder import PLOT_FILE, checkpoint_name, plot_loss_curve
 from . import checkpoint as ckpt
-from .metrics import PLOT_FILE, MetricsLog, ProgressBar, eval_summary, plot_loss_curve
-from .pipeline import prepare_data
+from .data import prepare_data
+from .hooks import FaultHooks
+from .metrics import MetricsLog, ProgressBar, eval_line, eval_summary
 from .sample import sample_text
 from .settings import TrainSettings
 from .sharding import (
@@ -63,34 +65,25 @@ class TrainResult:
 
 def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainResult:
     settings.validate()
+    hooks = FaultHooks.from_environment()
     t_begin = time.time()
 
-    # --- devices (joining a multi-process run must come before anything else touches jax) -----------------
+    # --- plan: devices (joining a multi-process run comes before anything else touches jax), output folder ---
     maybe_initialize_distributed()
     lead = jax.process_index() == 0
     mesh = make_mesh()
     check_divisible(settings.batch_size, mesh)
     local_batch = settings.batch_size // jax.process_count()
-
-    # --- the output folder: fresh, or resuming from its latest complete checkpoint ------------------------
     out = settings.output_dir
-    os.makedirs(out, exist_ok=True)
-    ckpt.remove_debris(out)
-    resume_from = ckpt.latest_checkpoint(out) if settings.resume else None
-    if settings.resume and resume_from is None:
-        raise FileNotFoundError(f"--resume: no complete checkpoint in {out}")
-    if not settings.resume and ckpt.list_checkpoints(out):
-        raise FileExistsError(f"{out} already holds checkpoints of a run: pass --resume to continue it, or "
-                              f"choose another --output-dir (nothing was overwritten)")
+    resume_from = ckpt.open_output_dir(out, settings.resume)
     if lead:
         settings.save(out)
 
-    # --- tokenizer, held-out eval set, training stream (first batch fetched before anything compiles) ------
+    # --- data: tokenizer, held-out eval set, training stream (its first batch fetched before compiling) ------
     data = prepare_data(settings, resume_from, local_batch, log, jax.process_index(), jax.process_count())
-    tokenizer, eval_set, stream, source = data.tokenizer, data.eval_set, data.stream, data.source
 
     # --- model, optimizer, state (restored on resume), placed on the mesh ---------------------------------
-    config = model_config(settings, len(tokenizer))
+    config = model_config(settings, len(data.tokenizer))
     model, params = build_model(config, settings.seed, settings.dtype)
     optimizer, schedule = optimizer_from_settings(settings)
     state = create_train_state(params, optimizer)
@@ -101,10 +94,9 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     start_step = int(state.step)
     shardings = state_sharding(state, mesh, settings.fsdp)
     state = jax.device_put(state, shardings)
-    train_batch_sharding, eval_batch_sharding = batch_sharding(mesh), eval_sharding(mesh)
-
     log(_plan(settings, config, num_params, mesh, start_step, resume_from, shardings))
-
+    if hooks.describe():
+        log(hooks.describe())
     pusher = None
     if settings.push_to_hub and lead:
         from .hub import HubPusher
@@ -114,165 +106,199 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 
     # --- compile (ahead of time, so the log can say how long it took) -------------------------------------
     t0 = time.time()
+    train_batch_sharding = batch_sharding(mesh)
     batch = _put_batch(data.first_batch, train_batch_sharding)
     train_step = make_train_step(model, optimizer, dropout_seed=settings.seed, state_sharding=shardings,
-                                 batch_sharding=train_batch_sharding, inject_nan_at_step=settings.inject_nan_at_step,
-                                 masked=data.masked).lower(state, batch).compile()
-    eval_rows = settings.batch_size
-    eval_blocks, eval_weights = _pad_rows(eval_set.blocks, eval_set.weights, eval_rows)
-    eval_step = make_eval_step(model, shardings.params, eval_batch_sharding).lower(
-        state.params, *_eval_chunk(eval_blocks, eval_weights, 0, eval_rows, eval_batch_sharding)).compile()
+                                 batch_sharding=train_batch_sharding, inject_nan_at_step=hooks.nan_at_step,
+                                 masked=True).lower(state, batch).compile()
+    evaluator = Evaluator(model, data.eval_set, settings.batch_size, shardings.params, eval_sharding(mesh), state)
     log(f"compiled the train and eval steps in {time.time() - t0:.1f}s")
 
-    def evaluate(params) -> dict[str, float]:
-        nats, targets = 0.0, 0.0
-        for start in range(0, len(eval_blocks), eval_rows):
-            n, t = eval_step(params, *_eval_chunk(eval_blocks, eval_weights, start, eval_rows, eval_batch_sharding))
-            nats, targets = nats + float(n), targets + float(t)
-        return eval_summary(nats, targets, eval_set.num_bytes)
-
+    # --- the steps, with evaluations and checkpoints along the way ----------------------------------------
     metrics = MetricsLog(out, resume_step=start_step if resume_from else None) if lead else None
-    best_eval = min((r["eval_loss"] for r in (metrics.read() if metrics else []) if "eval_loss" in r), default=None)
-    last_eval: dict = {}
-    last_checkpoint = resume_from
-
-    def save(step: int) -> None:
-        nonlocal last_checkpoint
-        path = ckpt.save_checkpoint(out, step, model=model, params=to_host(state.params),
-                                    opt_state=to_host(state.opt_state), tokenizer=tokenizer, settings=settings,
-                                    data_state=stream.state_dict(), metrics=last_eval)
-        if lead:
-            ckpt.publish(path, out)
-            ckpt.prune(out, settings.keep_checkpoints)
-            plot_loss_curve(metrics.read(), os.path.join(out, PLOT_FILE), title=f"PyGPT on {source}")
-            if pusher is not None:
-                try:
-                    pusher.push(out, step, last_eval.get("eval_loss"))
-                except Exception as err:  # noqa: BLE001  (network, auth, server: go on; the next save retries)
-                    bar.write(f"warning: push to the Hub failed at step {step}: {type(err).__name__}: {err}")
-        last_checkpoint = path
-        bar.write(f"step {step}: saved {path}")
-
-    # --- Ctrl-C: finish the step, save, stop. A second Ctrl-C aborts. --------------------------------------
-    interrupted = False
-
-    def on_sigint(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
-
-    # --- the loop -----------------------------------------------------------------------------------------
     bar = ProgressBar(settings.max_steps, start_step, disable=not lead)
-    pending: list[tuple[int, dict]] = []  # (step, metrics still on the device)
-    step = start_step
-    t_train = t_window = time.time()
-    window_steps = 0
-    stopped = "finished"
-
-    def flush() -> None:
-        """Fetch the pending losses (the only host<->device sync of the loop), check, log."""
-        nonlocal t_window, window_steps
-        if not pending:
-            return
-        fetched = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, fetched):
-            if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
-                pending.clear()
-                where = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
-                         else "no checkpoint had been written yet")
-                raise TrainingDiverged(
-                    f"loss became {float(m['loss'])} (gradient norm {float(m['grad_norm'])}) at step {s}; "
-                    f"stopped without saving it; {where}. Try a lower --lr or more --warmup-steps.")
-        now = time.time()
-        tokens_per_s = window_steps * settings.tokens_per_step / max(now - t_window, 1e-9)
-        loss = float(np.mean([float(m["loss"]) for m in fetched]))
-        last = pending[-1][0]
-        lr = float(schedule(last - 1))  # the rate used by the update that produced step `last`
-        bar.update(len(pending), loss, tokens_per_s, lr)
-        if metrics:
-            metrics.write({"step": last, "loss": loss, "grad_norm": float(fetched[-1]["grad_norm"]), "lr": lr,
-                           "tokens": last * settings.tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
-                           "elapsed_s": round(now - t_train, 2)})
-        pending.clear()
-        t_window, window_steps = now, 0
-
-    def run_eval(step: int) -> None:
-        nonlocal last_eval, best_eval
-        last_eval = {"step": step, **evaluate(state.params)}
-        best_eval = last_eval["eval_loss"] if best_eval is None else min(best_eval, last_eval["eval_loss"])
-        if metrics:
-            metrics.write(last_eval)
-        bar.write(f"step {step}: eval loss {last_eval['eval_loss']:.4f}, perplexity "
-                  f"{last_eval['eval_perplexity']:.2f}, {last_eval['eval_nats_per_byte']:.4f} nats/byte")
-
+    window = LossWindow(settings.tokens_per_step, schedule, metrics, bar)
+    saver = Saver(settings, model, data, metrics, bar, pusher, hooks, lead, last=resume_from)
+    evaluator.best = min((r["eval_loss"] for r in (metrics.read() if metrics else []) if "eval_loss" in r),
+                         default=None)
+    ctrl_c = CtrlC()
+    step, stopped = start_step, "finished"
     try:
         while step < settings.max_steps:
             if step > start_step:  # the first batch was fetched before compiling
                 batch = _put_batch(data.next_batch(settings.grad_accum, local_batch), train_batch_sharding)
             state, step_metrics = train_step(state, batch)  # returns at once; the device works on
             step += 1
-            window_steps += 1
-            pending.append((step, step_metrics))
+            window.add(step, step_metrics)
             if step % settings.log_every == 0:
-                flush()
+                window.flush(saver.last)
             if step % settings.eval_every == 0 and step < settings.max_steps:
-                flush()
-                run_eval(step)
-                t_window = time.time()  # tokens/s measures training only
+                window.flush(saver.last)
+                evaluator.run(state.params, step, metrics, bar)
+                window.restart()  # tokens/s measures training only
             if step % settings.save_every == 0 and step < settings.max_steps:
-                flush()
-                save(step)
-                t_window = time.time()
-            if interrupted:
+                window.flush(saver.last)
+                saver.save(step, state, evaluator.last)
+                window.restart()
+            if ctrl_c.pressed:
                 stopped = "interrupted"
                 break
-            if settings.max_minutes is not None and time.time() - t_train > settings.max_minutes * 60:
+            if settings.max_minutes is not None and time.time() - window.t_train > settings.max_minutes * 60:
                 stopped = "time budget"
                 break
-        flush()
-        if stopped != "interrupted" and last_eval.get("step") != step:  # Ctrl-C: save and leave, no eval
-            run_eval(step)
-        if last_checkpoint is None or os.path.basename(last_checkpoint) != ckpt.checkpoint_name(step):
-            save(step)
+        window.flush(saver.last)
+        if stopped != "interrupted" and evaluator.last.get("step") != step:  # Ctrl-C: save and leave, no eval
+            evaluator.run(state.params, step, metrics, bar)
+        if saver.last is None or os.path.basename(saver.last) != checkpoint_name(step):
+            saver.save(step, state, evaluator.last)
     finally:
         bar.close()
-        signal.signal(signal.SIGINT, previous_handler)
+        ctrl_c.restore()
 
+    # --- a sample of what it learned --------------------------------------------------------------------------
     sample = None
     if settings.sample_tokens > 0 and stopped != "interrupted" and lead:
-        sample = sample_text(model, state.params, tokenizer, settings.sample_prompt, settings.sample_tokens,
-                             seed=settings.seed)
+        try:
+            sample = sample_text(model, state.params, data.tokenizer, settings.sample_prompt, settings.sample_tokens,
+                                 seed=settings.seed, instruction_run=data.is_instruction)
+        except ValueError as err:  # the prompt does not fit the context: the run itself is done and saved
+            log(f"warning: no sample: {err}")
     log(f"data read: training {data.train_summary()}")
     return TrainResult(
         output_dir=out, step=step, tokens=(step - start_step) * settings.tokens_per_step,
-        seconds=time.time() - t_begin, stopped=stopped, final_eval=last_eval, best_eval_loss=best_eval,
-        checkpoint=last_checkpoint, sample=sample, num_params=num_params,
+        seconds=time.time() - t_begin, stopped=stopped, final_eval=evaluator.last, best_eval_loss=evaluator.best,
+        checkpoint=saver.last, sample=sample, num_params=num_params,
     )
 
 
-# --- helpers ------------------------------------------------------------------------------------------------
+# --- the pieces the loop keeps its bookkeeping in ------------------------------------------------------------
+
+
+class CtrlC:
+    """The first Ctrl-C (SIGINT) sets `pressed` (the loop finishes the step, saves and stops); the second one
+    raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.pressed = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+
+class LossWindow:
+    """The step metrics still on the device since the last fetch, and the training time they took."""
+
+    def __init__(self, tokens_per_step: int, schedule, metrics: MetricsLog | None, bar: ProgressBar):
+        self.tokens_per_step, self.schedule, self.metrics, self.bar = tokens_per_step, schedule, metrics, bar
+        self.pending: list[tuple[int, dict]] = []  # (step, metrics still on the device)
+        self.t_train = self.t_window = time.time()
+        self.steps = 0
+
+    def add(self, step: int, step_metrics: dict) -> None:
+        self.pending.append((step, step_metrics))
+        self.steps += 1
+
+    def restart(self) -> None:
+        """Start timing anew (after an eval or a checkpoint, which are not training)."""
+        self.t_window = time.time()
+
+    def flush(self, last_checkpoint: str | None) -> None:
+        """Fetch the pending losses (the only host<->device sync of the loop), check them, log them."""
+        if not self.pending:
+            return
+        fetched = jax.device_get([m for _, m in self.pending])
+        for (s, _), m in zip(self.pending, fetched):
+            if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
+                self.pending.clear()
+                where = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                         else "no checkpoint had been written yet")
+                raise TrainingDiverged(
+                    f"loss became {float(m['loss'])} (gradient norm {float(m['grad_norm'])}) at step {s}; "
+                    f"stopped without saving it; {where}. Try a lower --lr or more --warmup-steps.")
+        now = time.time()
+        tokens_per_s = self.steps * self.tokens_per_step / max(now - self.t_window, 1e-9)
+        loss = float(np.mean([float(m["loss"]) for m in fetched]))
+        last = self.pending[-1][0]
+        lr = float(self.schedule(last - 1))  # the rate used by the update that produced step `last`
+        self.bar.update(len(self.pending), loss, tokens_per_s, lr)
+        if self.metrics:
+            self.metrics.write({"step": last, "loss": loss, "grad_norm": float(fetched[-1]["grad_norm"]), "lr": lr,
+                                "tokens": last * self.tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
+                                "elapsed_s": round(now - self.t_train, 2)})
+        self.pending.clear()
+        self.t_window, self.steps = now, 0
+
+
+class Evaluator:
+    """The held-out set in eval batches (padded with weightless rows to one compiled shape), its compiled
+    eval step, and the latest and best results."""
+
+    def __init__(self, model, eval_set, rows: int, params_sharding, sharding, state):
+        extra = -len(eval_set.blocks) % rows
+        self.blocks = np.concatenate([eval_set.blocks, np.zeros((extra, eval_set.blocks.shape[1]), np.int32)])
+        self.weights = np.concatenate([eval_set.weights, np.zeros((extra, eval_set.weights.shape[1]), np.float32)])
+        self.rows, self.sharding, self.num_bytes = rows, sharding, eval_set.num_bytes
+        self.step_fn = make_eval_step(model, params_sharding, sharding).lower(state.params, *self._chunk(0)).compile()
+        self.last: dict = {}
+        self.best: float | None = None
+
+    def _chunk(self, start: int):
+        """Rows [start, start + rows) as global arrays; every process holds the whole eval set."""
+        blocks, weights = self.blocks[start:start + self.rows], self.weights[start:start + self.rows]
+        return (jax.make_array_from_callback(blocks.shape, self.sharding, lambda idx: blocks[idx]),
+                jax.make_array_from_callback(weights.shape, self.sharding, lambda idx: weights[idx]))
+
+    def run(self, params, step: int, metrics: MetricsLog | None, bar: ProgressBar) -> dict:
+        nats, targets = 0.0, 0.0
+        for start in range(0, len(self.blocks), self.rows):
+            n, t = self.step_fn(params, *self._chunk(start))
+            nats, targets = nats + float(n), targets + float(t)
+        self.last = {"step": step, **eval_summary(nats, targets, self.num_bytes)}
+        self.best = self.last["eval_loss"] if self.best is None else min(self.best, self.last["eval_loss"])
+        if metrics:
+            metrics.write(self.last)
+        bar.write(eval_line(step, self.last))
+        return self.last
+
+
+class Saver:
+    """Writes checkpoint N (atomically), then publishes it at the top of the output folder, prunes old ones,
+    redraws the loss curve and pushes to the Hub."""
+
+    def __init__(self, settings, model, data, metrics, bar, pusher, hooks: FaultHooks, lead: bool,
+                 last: str | None):
+        self.settings, self.model, self.data, self.metrics, self.bar = settings, model, data, metrics, bar
+        self.pusher, self.hooks, self.lead = pusher, hooks, lead
+        self.last = last  # the latest complete checkpoint
+
+    def save(self, step: int, state: TrainState, last_eval: dict) -> str:
+        out = self.settings.output_dir
+        path = ckpt.save_checkpoint(out, step, model=self.model, params=to_host(state.params),
+                                    opt_state=to_host(state.opt_state), tokenizer=self.data.tokenizer,
+                                    settings=self.settings, data_state=self.data.stream.state_dict(),
+                                    metrics=last_eval, hooks=self.hooks)
+        if self.lead:
+            ckpt.publish(path, out)
+            ckpt.prune(out, self.settings.keep_checkpoints)
+            plot_loss_curve(self.metrics.read(), os.path.join(out, PLOT_FILE), title=f"PyGPT on {self.data.source}")
+            if self.pusher is not None:
+                try:
+                    self.pusher.push(out, step, last_eval.get("eval_loss"))
+                except Exception as err:  # noqa: BLE001  (network, auth, server: go on; the next save retries)
+                    self.bar.write(f"warning: push to the Hub failed at step {step}: {type(err).__name__}: {err}")
+        self.last = path
+        self.bar.write(f"step {step}: saved {path}")
+        return path
 
 
 def _put_batch(batch, sharding):
-    """A host batch (tokens, or a (tokens, loss mask) pair) -> global arrays on the mesh."""
+    """A host batch (a (tokens, loss mask) pair) -> global arrays on the mesh."""
     return jax.tree_util.tree_map(lambda part: put_global(part, sharding), batch)
-
-
-def _pad_rows(blocks: np.ndarray, weights: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad the eval set with weightless rows to a whole number of eval batches (one compiled shape)."""
-    extra = -len(blocks) % multiple
-    blocks = np.concatenate([blocks, np.zeros((extra, blocks.shape[1]), blocks.dtype)])
-    weights = np.concatenate([weights, np.zeros((extra, weights.shape[1]), weights.dtype)])
-    return blocks, weights
-
-
-def _eval_chunk(blocks, weights, start, rows, sharding):
-    """Rows [start, start + rows) as global arrays; every process holds the whole eval set."""
-    chunk_b, chunk_w = blocks[start:start + rows], weights[start:start + rows]
-    return (jax.make_array_from_callback(chunk_b.shape, sharding, lambda idx: chunk_b[idx]),
-            jax.make_array_from_callback(chunk_w.shape, sharding, lambda idx: chunk_w[idx]))
 
 
 def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: int, resume_from: str | None,

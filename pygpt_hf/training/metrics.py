@@ -1,4 +1,4 @@
-"""What a person sees: a progress bar, `metrics.jsonl` (one JSON record a line) and a loss-curve PNG."""
+"""What a person sees: a progress bar, eval figures, `metrics.jsonl` and a loss-curve PNG (run_folder.py draws it)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,28 @@ import os
 
 from tqdm.auto import tqdm
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss_curve.png"
+from ..atomic import write_text
+from ..run_folder import METRICS_FILE, read_metrics
 
 
 def eval_summary(nats: float, targets: float, num_bytes: int) -> dict[str, float]:
-    """Loss (nats/token), perplexity, and nats/byte: the last compares runs with different tokenizers."""
+    """Loss (nats/token), perplexity, and per UTF-8 byte of the evaluated text: nats/byte and bits/byte (the
+    same divided by ln 2, what lm-evaluation-harness reports); the per-byte figures compare runs with
+    different tokenizers."""
     loss = nats / max(targets, 1.0)
+    nats_per_byte = nats / max(num_bytes, 1)
     return {
         "eval_loss": loss,
         "eval_perplexity": math.exp(min(loss, 700.0)),
-        "eval_nats_per_byte": nats / max(num_bytes, 1),
+        "eval_nats_per_byte": nats_per_byte,
+        "eval_bits_per_byte": nats_per_byte / math.log(2),
     }
+
+
+def eval_line(step: int, record: dict) -> str:
+    """The progress line of an evaluation."""
+    return (f"step {step}: eval loss {record['eval_loss']:.4f}, perplexity {record['eval_perplexity']:.2f}, "
+            f"{record['eval_nats_per_byte']:.4f} nats/byte, {record['eval_bits_per_byte']:.4f} bits/byte")
 
 
 class MetricsLog:
@@ -36,9 +46,7 @@ class MetricsLog:
         """Drop records a crashed run wrote after the checkpoint we resume from (they will be redone)."""
         with open(self.path, encoding="utf-8") as f:
             kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        with open(self.path + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        os.replace(self.path + ".tmp", self.path)
+        write_text(self.path, "".join(kept))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -46,38 +54,6 @@ class MetricsLog:
 
     def read(self) -> list[dict]:
         return read_metrics(self.path)
-
-
-def read_metrics(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_loss_curve(records: list[dict], path: str, title: str = "") -> None:
-    """Train loss (per logged step) and eval loss against steps, saved as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train loss", linewidth=1.2)
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss (held-out)", linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title or "PyGPT training")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
 
 
 class ProgressBar:

@@ -1,21 +1,10 @@
-"""Several sources in one run: `--dataset` names them with weights, `datasets.interleave_datasets` mixes them.
+"""Data stage 1: the run's sources -> their documents, held-out records split off, mixed into one stream.
 
-Syntax (one source is the old, plain form: `--dataset data.jsonl`):
-
-    --dataset "dolly.jsonl@dolly:0.7,notes.txt@text:0.3"
-    --dataset "databricks/databricks-dolly-15k@dolly:3,math.jsonl@dolly:1,wiki.parquet@text=body:1"
-
-    SPEC   = SOURCE ("," SOURCE)*
-    SOURCE = PATH_OR_HUB_ID ["@" FORMAT] [":" WEIGHT]
-    FORMAT = text | text=COLUMN | dolly | alpaca      (default: --format, and --text-column for text)
-    WEIGHT = a positive number; weights are normalised to probabilities (7,3 == 0.7,0.3); give a weight
-             to every source or to none (none = equal weights)
-
-A path that exists as typed is always one source, so a file name with ',', '@' or ':' still works alone.
-
-How the mixture is read (`Mixture`):
-- every source is streamed and rendered to the same columns ({"text": [documents], "response_start",
-  "source"}, see `sources.render_source`), dropping all other columns (such as synthetic math's `meta`);
+`Mixture` is built once per run from the `SourceSpec`s that `--dataset` names (settings.py parses the
+grammar: `dolly.jsonl@dolly:0.7,notes.txt@text:0.3`, or one plain source) and reads them as follows:
+- every source is opened streamed and rendered to the same columns ({"text": [documents], "response_start",
+  "source"}; `documents.open_source` and `documents.render_source`), dropping all other columns (such as
+  synthetic math's `meta`);
 - `interleave_datasets(probabilities=weights, seed=--seed, stopping_strategy=--mix-stopping)` draws each
   next record from a source chosen at random with those probabilities. The default `all_exhausted` ends a
   pass when every source has been read to its end at least once: the weights hold for the whole pass, and
@@ -27,84 +16,16 @@ How the mixture is read (`Mixture`):
   enters training, even when a source is repeated. Both are fixed by the seed, so a resumed run sees
   exactly the same split.
 Exact resume works through `interleave_datasets`' `state_dict()` (the source-choosing generator's state is
-part of it).
+part of it). One source is the same with nothing interleaved.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
-from .sources import RowStats, describe_source, open_source, render_source
-
-FORMATS = ("text", "dolly", "alpaca")
-STOPPING_STRATEGIES = ("all_exhausted", "first_exhausted", "all_exhausted_without_replacement")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One source of a run: where, in which record format, with what weight (None = not given)."""
-
-    path: str | None  # None: the embedded tinyshakespeare corpus
-    format: str = "text"
-    text_column: str = "text"
-    weight: float | None = None
-
-    def describe(self) -> str:
-        fmt = f"text={self.text_column}" if self.format == "text" and self.text_column != "text" else self.format
-        return f"{describe_source(self.path)}@{fmt}"
-
-
-def _part_error(index: int, part: str, problem: str) -> ValueError:
-    return ValueError(f"--dataset part {index} ({part!r}): {problem}. Expected PATH_OR_HUB_ID[@FORMAT][:WEIGHT] "
-                      f"parts separated by commas, e.g. dolly.jsonl@dolly:0.7,notes.txt@text:0.3")
-
-
-def _parse_part(index: int, part: str, default_format: str, default_text_column: str) -> SourceSpec:
-    text = part.strip()
-    if not text:
-        raise _part_error(index, part, "is empty")
-    weight = None
-    if not os.path.exists(os.path.expanduser(text)) and ":" in text:
-        text, weight_text = text.rsplit(":", 1)
-        try:
-            weight = float(weight_text)
-        except ValueError:
-            raise _part_error(index, part, f"the weight {weight_text!r} is not a number") from None
-        if not (math.isfinite(weight) and weight > 0):
-            raise _part_error(index, part, f"the weight must be a positive number, got {weight_text!r}")
-    fmt, text_column = default_format, default_text_column
-    if not os.path.exists(os.path.expanduser(text)) and "@" in text:
-        text, fmt_text = text.rsplit("@", 1)
-        fmt, _, column = fmt_text.partition("=")
-        if fmt not in FORMATS:
-            raise _part_error(index, part, f"unknown format {fmt_text!r}; use one of text, text=COLUMN, dolly, alpaca")
-        if column or "=" in fmt_text:
-            if fmt != "text" or not column.strip():
-                raise _part_error(index, part, f"{fmt_text!r}: only text takes a column (text=COLUMN)")
-            text_column = column.strip()
-    if not text.strip():
-        raise _part_error(index, part, "names no file, folder or Hub dataset")
-    return SourceSpec(text.strip(), fmt, text_column, weight)
-
-
-def parse_dataset_spec(spec: str | None, default_format: str = "text",
-                       default_text_column: str = "text") -> list[SourceSpec]:
-    """The sources named by `--dataset` (see the module docstring), checked; errors name the bad part."""
-    if spec is None:
-        return [SourceSpec(None, default_format, default_text_column)]
-    if os.path.exists(os.path.expanduser(spec)):
-        return [SourceSpec(spec, default_format, default_text_column)]
-    parts = spec.split(",")
-    sources = [_parse_part(i, part, default_format, default_text_column) for i, part in enumerate(parts, 1)]
-    weighted = [s.weight is not None for s in sources]
-    if len(sources) > 1 and any(weighted) and not all(weighted):
-        missing = ", ".join(f"part {i} ({p.strip()!r})" for i, (p, w) in enumerate(zip(parts, weighted), 1) if not w)
-        raise ValueError(f"--dataset: give every source a weight or none; no weight on {missing}")
-    return sources
+from ..documents import INSTRUCTION_FORMATS, NoUsableData, RowStats, describe_source, open_source, render_source
+from .settings import STOPPING_STRATEGIES, SourceSpec
 
 
 def probabilities(sources: Sequence[SourceSpec]) -> list[float]:
@@ -124,7 +45,7 @@ class Mixture:
     def __init__(self, sources: Sequence[SourceSpec], *, split: str = "train", txt_sample_by: str = "paragraph",
                  strip_labels: Sequence[str] | None = None, seed: int = 0, stopping: str = "all_exhausted",
                  eval_records: int = 0):
-        if stopping not in STOPPING_STRATEGIES:
+        if stopping not in STOPPING_STRATEGIES:  # (settings.validate says so first, naming the flag)
             raise ValueError(f"--mix-stopping must be one of {', '.join(STOPPING_STRATEGIES)}; got {stopping!r}")
         self.sources = list(sources)
         self.raw = [open_source(s.path, split, txt_sample_by) for s in self.sources]
@@ -132,6 +53,13 @@ class Mixture:
         self.seed, self.stopping, self.eval_records = seed, stopping, eval_records
         self.probabilities = probabilities(self.sources)
         self._held_out: list[int] | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> Mixture:
+        """The mixture a run's data settings (`DataSettings`) describe."""
+        return cls(settings.sources, split=settings.split, txt_sample_by=settings.txt_sample_by,
+                   strip_labels=settings.labels, seed=settings.seed, stopping=settings.mix_stopping,
+                   eval_records=settings.eval_docs)
 
     def new_stats(self) -> list[RowStats]:
         return [RowStats() for _ in self.sources]
@@ -176,6 +104,62 @@ class Mixture:
         """Every record not held out: each source from just after its held-out records, interleaved."""
         raws = [raw.skip(n) if n else raw for raw, n in zip(self.raw, self.held_out_counts())]
         return self._interleave(self._rendered(raws, stats))
+
+    def training_documents(self, stats: Sequence[RowStats], limit: int) -> Iterator[str]:
+        """The first `limit` training documents, in order (what a new tokenizer is trained on); NoUsableData
+        when there is not one."""
+        n = 0
+        for row in self.train_dataset(stats):
+            for document in row["text"][: limit - n]:
+                n += 1
+                yield document
+            if n >= limit:
+                return
+        if n == 0:
+            raise NoUsableData(self.no_data_message(stats))
+
+    def no_data_message(self, stats: Sequence[RowStats], eval_stats: Sequence[RowStats] | None = None) -> str:
+        """What was read and skipped, per source, when training found no usable text."""
+        parts = []
+        for i, (spec, st) in enumerate(zip(self.sources, stats)):
+            seen = st.columns_seen | (eval_stats[i].columns_seen if eval_stats else set())
+            held = f" ({eval_stats[i].summary()} held out)" if eval_stats else ""
+            name = "" if len(self.sources) == 1 else f"source {spec.describe()}: "
+            parts.append(f"{name}{st.summary()}{held}; columns seen: {', '.join(sorted(seen)) or 'none'}")
+        spec = self.sources[0]
+        where = describe_source(spec.path) if len(self.sources) == 1 else "the mixture"
+        how = f" (--format {spec.format}, --text-column {spec.text_column!r})" if len(self.sources) == 1 else ""
+        return (f"no usable text for training in {where}{how}: " + " | ".join(parts)
+                + f"; the first {self.eval_records} records are held out for eval. Nothing was compiled.")
+
+    def warnings(self, stats: Sequence[RowStats]) -> list[str]:
+        """Sources of a mixture that gave nothing to training (in what was read so far)."""
+        if len(self.sources) == 1:
+            return []
+        warnings = []
+        for label, st, held in zip(self.labels, stats, self.held_out_counts()):
+            if not st.rows:
+                warnings.append(f"warning: source {label} gave no records for training: does it hold more "
+                                f"than the {held} records it gave to the held-out set?")
+            elif not st.used:
+                warnings.append(f"warning: source {label} gave no usable record in its first {st.rows} "
+                                f"rows ({st.summary()}); check its format and column")
+        return warnings
+
+    def held_out_summary(self, eval_stats: Sequence[RowStats]) -> str:
+        if len(self.sources) == 1:
+            return "; ".join(s.summary() for s in eval_stats)
+        return ", ".join(f"{n} from {label}" for n, label in zip(self.held_out_counts(), self.labels))
+
+    @property
+    def labels(self) -> list[str]:
+        """One name per source, for the log."""
+        return [s.describe() for s in self.sources]
+
+    @property
+    def is_instruction(self) -> bool:
+        """Any source renders instruction records (so the run stores the chat template)."""
+        return any(s.format in INSTRUCTION_FORMATS for s in self.sources)
 
     def describe(self) -> str:
         if len(self.sources) == 1:

@@ -1,5 +1,7 @@
 """Pre-tokenized data: tokenize once (scripts/pretokenize.py), train many times without the tokenizer's cost.
 
+The folder enters the data pipeline at the tokenized stage: its rows go straight to packing (packing.py).
+
 A pre-tokenized folder:
 
     manifest.json              what it holds, how it was made, and the tokenizer's sha256 (see below)
@@ -7,7 +9,7 @@ A pre-tokenized folder:
     train/train-00000.parquet  the training token stream, cut into rows of seq_len tokens
     eval/eval-00000.parquet    the held-out documents, one row each: input_ids, loss_mask, num_bytes, loss_bytes
 
-The training rows are the exact token stream the on-the-fly pipeline (data.py) packs: documents rendered,
+The training rows are the exact token stream the on-the-fly pipeline (encoding.py) gives packing: documents rendered,
 tokenized, each ended with <|endoftext|>, concatenated in the order the mixture draws them, then cut into
 rows of `seq_len` tokens (the last row may be shorter), each with its loss-mask bits (always written, so
 one folder serves both --loss-on all and --loss-on response). `TokenStream` concatenates the rows again and
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_folder
-from .tokenizer import tokenizer_json, tokenizer_sha256
+from ..atomic import atomic_folder, write_json, write_text
+from .encoding import tokenize_documents
+from .mixture import Mixture
+from .tokenizer import set_instruction_chat_template, tokenizer_json, tokenizer_sha256
 
 MANIFEST = "manifest.json"
 KIND = "pygpt_hf pre-tokenized data"
@@ -41,6 +46,39 @@ DEFAULT_SHARD_TOKENS = 1 << 24  # 16M tokens (64 MB of int32 before compression)
 
 def is_pretokenized(path: str | None) -> bool:
     return path is not None and os.path.isfile(os.path.join(os.path.expanduser(path), MANIFEST))
+
+
+@dataclass(frozen=True)
+class PretokenizedFolder:
+    """An opened folder: its manifest (checked) and its rows, which enter the pipeline at the tokenized stage."""
+
+    path: str
+    manifest: dict
+
+    @property
+    def tokenizer_dir(self) -> str:
+        return os.path.join(self.path, TOKENIZER_DIR)
+
+    @property
+    def is_instruction(self) -> bool:
+        return bool(self.manifest["recipe"].get("instruction"))
+
+    def describe(self) -> str:
+        return f"{self.path} (pre-tokenized: {self.manifest['recipe'].get('source', '?')})"
+
+    def eval_rows(self):
+        return eval_dataset(self.path, self.manifest)
+
+    def train_rows(self, with_mask: bool = True):
+        return train_dataset(self.path, self.manifest, with_mask)
+
+
+def open_folder(path: str | None) -> PretokenizedFolder | None:
+    """The pre-tokenized folder `--dataset` names, or None when it names sources."""
+    if not is_pretokenized(path):
+        return None
+    folder = os.path.expanduser(path)
+    return PretokenizedFolder(folder, read_manifest(folder))
 
 
 def read_manifest(folder: str) -> dict:
@@ -62,18 +100,37 @@ def read_manifest(folder: str) -> dict:
     return manifest
 
 
-def check_tokenizer(manifest: dict, folder: str, tokenizer, where: str) -> None:
-    """Refuse a tokenizer that is not the one the folder was made with, naming both hashes."""
-    ours, theirs = tokenizer_sha256(tokenizer), manifest["tokenizer_sha256"]
-    if ours != theirs:
-        raise ValueError(
-            f"the tokenizer {where} (tokenizer.json sha256 {ours}) is not the one the pre-tokenized folder "
-            f"{folder} was made with (sha256 {theirs}): its token ids would mean other tokens. Leave --tokenizer out "
-            f"to use the folder's own copy ({os.path.join(folder, TOKENIZER_DIR)}), or pre-tokenize again with "
-            f"this tokenizer")
-
-
 # --- writing ------------------------------------------------------------------------------------------------
+
+
+def pretokenize(settings, tokenizer, output_dir: str, *, overwrite: bool = False,
+                shard_tokens: int = DEFAULT_SHARD_TOKENS, log: Callable[[str], None] = print) -> dict:
+    """Tokenize the held-out and training records of `settings` (dataset, formats, labels, mixture, eval_docs,
+    seed) exactly as a training run would, and write them to a pre-tokenized folder. Returns its manifest."""
+    if is_pretokenized(settings.dataset):
+        raise ValueError(f"--dataset {settings.dataset} is already pre-tokenized")
+    mixture = Mixture.from_settings(settings)
+    if mixture.is_instruction:
+        set_instruction_chat_template(tokenizer)
+    eval_stats, train_stats = mixture.new_stats(), mixture.new_stats()
+    eval_rows = tokenize_documents(mixture.eval_dataset(eval_stats), tokenizer, with_mask=True)
+    train_rows = tokenize_documents(mixture.train_dataset(train_stats), tokenizer, with_mask=True)
+    recipe = {
+        "dataset": settings.dataset, "source": mixture.describe(), "split": settings.split,
+        "sources": [{"source": label, "format": s.format, "text_column": s.text_column, "probability": p}
+                    for label, s, p in zip(mixture.labels, mixture.sources, mixture.probabilities)],
+        "txt_sample_by": settings.txt_sample_by, "strip_labels": settings.strip_labels,
+        "mix_stopping": settings.mix_stopping, "seed": settings.seed, "eval_docs": settings.eval_docs,
+        "held_out": dict(zip(mixture.labels, mixture.held_out_counts())), "instruction": mixture.is_instruction,
+    }
+    manifest = write_pretokenized(output_dir, tokenizer=tokenizer, eval_rows=eval_rows, train_rows=train_rows,
+                                  seq_len=settings.seq_len, recipe=recipe, shard_tokens=shard_tokens,
+                                  overwrite=overwrite)
+    for label, held, used in zip(mixture.labels, eval_stats, train_stats):
+        log(f"  {label}: held out {held.summary()}; training {used.summary()}")
+    if manifest["train_tokens"] == 0:
+        log("warning: no training tokens were written: the sources held nothing usable beyond the held-out records")
+    return manifest
 
 
 class _ShardWriter:
@@ -160,8 +217,8 @@ def write_pretokenized(
 def _write_into(folder, tokenizer, eval_rows, train_rows, seq_len, recipe, shard_tokens, show_progress) -> dict:
     train_schema, eval_schema = _schemas()
     tokenizer.save_pretrained(os.path.join(folder, TOKENIZER_DIR))
-    with open(os.path.join(folder, TOKENIZER_DIR, "tokenizer.json"), "w", encoding="utf-8") as f:
-        f.write(tokenizer_json(tokenizer))  # without runtime padding/truncation: sha256sum gives the hash
+    # without runtime padding/truncation: sha256sum gives the hash
+    write_text(os.path.join(folder, TOKENIZER_DIR, "tokenizer.json"), tokenizer_json(tokenizer))
 
     # held-out documents, one row each (a few hundred: written in one go)
     held_out = _ShardWriter(folder, "eval", eval_schema, rows_per_shard=1 << 20)
@@ -212,9 +269,7 @@ def _write_into(folder, tokenizer, eval_rows, train_rows, seq_len, recipe, shard
         "eval_files": eval_files,
         "recipe": recipe,
     }
-    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(folder, MANIFEST), manifest)
     return manifest
 
 
@@ -228,9 +283,11 @@ def _parquet(folder: str, files: list[str]):
                         streaming=True)
 
 
-def train_dataset(folder: str, manifest: dict):
-    """The training rows (seq_len-token pieces of the stream, with their loss masks), streamed in order."""
-    return _parquet(folder, manifest["train_files"]).select_columns(["input_ids", "loss_mask"])
+def train_dataset(folder: str, manifest: dict, with_mask: bool = True):
+    """The training rows (seq_len-token pieces of the stream, with their loss masks unless not `with_mask`:
+    --loss-on all counts every token), streamed in order."""
+    columns = ["input_ids", "loss_mask"] if with_mask else ["input_ids"]
+    return _parquet(folder, manifest["train_files"]).select_columns(columns)
 
 
 def eval_dataset(folder: str, manifest: dict):

@@ -1,22 +1,21 @@
-"""Where text comes from: a Hub dataset or local files, streamed, and records rendered to plain text.
+"""Sources -> documents: the data-reading stage that training, serving and evaluation share.
 
-Every source becomes a `datasets.IterableDataset` read with `streaming=True`, so a corpus larger than
-memory (or a Hub dataset) is read lazily, and its position can be checkpointed (`state_dict()`).
-
-Records become text in exactly one way per `--format`:
-- `text`:   the `--text-column` value, as is.
+A source is a Hub dataset or local files, read as a streamed `datasets.IterableDataset` (`open_source`), so a
+corpus larger than memory is read lazily and its position can be checkpointed (`state_dict()`). A record
+becomes documents in exactly one way per format (`render_documents`):
+- `text`:   the text column's value, as is (with `strip_labels`, record labels removed first).
 - `dolly`:  {instruction, context, response} (Databricks Dolly-15k), through `INSTRUCTION_TEMPLATE`.
 - `alpaca`: {instruction, input, output} (Stanford Alpaca), through the same template; the nested form
             {instruction, instances: [{input, output}, ...]} (Alpaca's seed tasks) gives one document per
             instance.
 Rows that are empty, not strings, or lack a field are skipped and counted (`RowStats`), never crash a run.
-With `--strip-labels`, `text` rows lose their record labels first (`pygpt_hf.labels.strip_labels`); a row
-that held nothing but labels is then blank, and is skipped and counted like an empty one.
 
-The same template is the tokenizer's chat template (`CHAT_TEMPLATE`), so `apply_chat_template` renders
-exactly what training saw; and `render_source` turns a stream of raw records into rendered documents
-({"text": [documents], "response_start": [offsets], "source": index}, one row per record), the common
-shape that mixtures interleave and the tokenizer consumes (data.py).
+The instruction template is also the tokenizer's chat template (`CHAT_TEMPLATE`), so `apply_chat_template`
+renders exactly what training saw. `render_source` maps a stream of raw records to rendered rows
+({"text": [documents], "response_start": [offsets], "source": index}, one row per record): the common shape
+that the training harness mixes and tokenizes, and that evaluation reads.
+
+This module sits at the top of the package and imports nothing of the harness, serving or evaluation.
 """
 
 from __future__ import annotations
@@ -27,12 +26,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from ..labels import strip_labels as _strip_labels
+from .labels import strip_labels as _strip_labels
+
+# --------------------------------------------------------------------------------------------------------------
+# The instruction template, as text and as the tokenizer's chat template
+
 
 # One instruction template for every instruction format. The context block appears only when there is
 # context. A document ends after the response; the data pipeline appends <|endoftext|> to it.
 INSTRUCTION_TEMPLATE = "### Instruction:\n{instruction}\n\n{context_block}### Response:\n{response}"
 CONTEXT_BLOCK = "### Input:\n{context}\n\n"
+FORMATS = ("text", "dolly", "alpaca")  # --format: how a record becomes documents
 INSTRUCTION_FORMATS = ("dolly", "alpaca")
 
 # `INSTRUCTION_TEMPLATE` as a Jinja chat template (stored in the tokenizer: tokenizer_config.json /
@@ -72,14 +76,6 @@ CHAT_TEMPLATE = """\
 {%- endif -%}
 """
 
-LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-EMBEDDED_CORPUS_NAME = "tinyshakespeare (embedded)"
-
-
-def embedded_corpus_path() -> str:
-    """The tinyshakespeare text shipped inside the package: the offline default corpus."""
-    return str(resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt")
-
 
 def render_instruction(instruction: str, response: str, context: str | None = None) -> str:
     """Fill `INSTRUCTION_TEMPLATE`: the one place that decides what an instruction record looks like."""
@@ -97,127 +93,17 @@ def instruction_messages(instruction: str, response: str | None = None, context:
     return messages
 
 
-def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """`--strip-labels` as a tuple of labels ("Instruction,Input" -> ("Instruction", "Input")); None = off."""
-    if value is None:
-        return None
-    labels = tuple(part.strip() for part in (value.split(",") if isinstance(value, str) else value))
-    if not labels or not all(labels):
-        raise ValueError(f"--strip-labels takes a comma-separated list of labels, e.g. Instruction,Response; "
-                         f"got {value!r}")
-    return labels
+# --------------------------------------------------------------------------------------------------------------
+# Sources: a Hub dataset or local files, streamed
 
 
-@dataclass
-class RowStats:
-    """How many rows were read, used, and skipped (by reason), plus the columns seen, for the log."""
-
-    rows: int = 0
-    used: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    columns_seen: set = field(default_factory=set)
-
-    def summary(self) -> str:
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
-        return f"{self.rows} rows read, {self.used} used, skipped: {reasons}"
+LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+EMBEDDED_CORPUS_NAME = "tinyshakespeare (embedded)"
 
 
-def _field(record: dict, name: str, stats: RowStats, required: bool = True) -> str | None:
-    """record[name] as a non-blank string, or None after counting why not."""
-    value = record.get(name)
-    if value is None:
-        if required:
-            stats.skipped[f"lack column {name!r}"] += 1
-        return None
-    if not isinstance(value, str):
-        stats.skipped[f"have a non-string {name!r}"] += 1
-        return None
-    if required and not value.strip():
-        stats.skipped[f"have an empty {name!r}"] += 1
-        return None
-    return value
-
-
-def render_documents(record: dict, fmt: str, text_column: str, stats: RowStats,
-                     strip_labels: Sequence[str] | None = None) -> list[tuple[str, int]]:
-    """The (document, response_start) pairs a record renders to; [] when the row is skipped (and counted).
-
-    `response_start` is where the response begins in the document (the prompt is document[:response_start]);
-    0 for `text` documents, which have no prompt.
-    """
-    stats.rows += 1
-    stats.columns_seen.update(k for k, v in record.items() if v is not None)
-    docs: list[tuple[str, int]] = []
-
-    def instruction_doc(instruction: str, response: str, context: str | None) -> tuple[str, int]:
-        return render_instruction(instruction, response, context), len(render_instruction(instruction, "", context))
-
-    if fmt == "text":
-        text = _field(record, text_column, stats)
-        if text is not None and strip_labels:
-            text = _strip_labels(text, strip_labels)
-            if not text.strip():
-                stats.skipped["are blank after --strip-labels"] += 1
-                text = None
-        docs = [(text, 0)] if text is not None else []
-    elif fmt == "dolly":
-        instruction = _field(record, "instruction", stats)
-        response = _field(record, "response", stats) if instruction is not None else None
-        context = _field(record, "context", stats, required=False) if response is not None else None
-        if response is not None:
-            docs = [instruction_doc(instruction, response, context)]
-    elif fmt == "alpaca":
-        instruction = _field(record, "instruction", stats)
-        if instruction is not None and isinstance(record.get("instances"), list):
-            for instance in record["instances"]:  # seed-task form: one document per instance
-                output = instance.get("output") if isinstance(instance, dict) else None
-                if isinstance(output, str) and output.strip():
-                    context = instance.get("input") if isinstance(instance.get("input"), str) else None
-                    docs.append(instruction_doc(instruction, output, context))
-            if not docs:
-                stats.skipped["have no usable 'instances'"] += 1
-        elif instruction is not None:
-            response = _field(record, "output", stats)
-            context = _field(record, "input", stats, required=False) if response is not None else None
-            if response is not None:
-                docs = [instruction_doc(instruction, response, context)]
-    else:
-        raise ValueError(f"unknown --format {fmt!r}; expected text, dolly or alpaca")
-    stats.used += bool(docs)
-    return docs
-
-
-def render_record(record: dict, fmt: str, text_column: str, stats: RowStats,
-                  strip_labels: Sequence[str] | None = None) -> list[str]:
-    """The documents (usually one) a record renders to; [] when the row is skipped (and counted)."""
-    return [doc for doc, _ in render_documents(record, fmt, text_column, stats, strip_labels)]
-
-
-def rendered_features():
-    """The columns every rendered source has, whatever its format: what `interleave_datasets` lines up."""
-    from datasets import Features, Value
-    from datasets import Sequence as ListOf  # datasets >= 4 turns it into List(...); 3.x has only Sequence
-
-    return Features({"text": ListOf(Value("string")), "response_start": ListOf(Value("int64")),
-                     "source": Value("int32")})
-
-
-def render_source(raw, fmt: str, text_column: str, stats: RowStats, source_index: int = 0,
-                  strip_labels: Sequence[str] | None = None, batch_size: int = 256):
-    """A streaming dataset of raw records -> one row per record: its documents, where each response starts,
-    and which source it came from. Every other column (e.g. synthetic math's `meta`) is dropped."""
-    features = rendered_features()
-
-    def render(batch: dict[str, list]) -> dict[str, list]:
-        n_rows = len(next(iter(batch.values()))) if batch else 0
-        out: dict[str, list] = {"text": [], "response_start": [], "source": [source_index] * n_rows}
-        for i in range(n_rows):
-            docs = render_documents({k: batch[k][i] for k in batch}, fmt, text_column, stats, strip_labels)
-            out["text"].append([doc for doc, _ in docs])
-            out["response_start"].append([start for _, start in docs])
-        return out
-
-    return raw.map(render, batched=True, batch_size=batch_size, features=features).select_columns(list(features))
+def embedded_corpus_path() -> str:
+    """The tinyshakespeare text shipped inside the package: the offline default corpus."""
+    return str(resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt")
 
 
 def _local_files(path: str) -> tuple[str, list[str]]:
@@ -267,3 +153,124 @@ def open_source(dataset: str | None, split: str = "train", txt_sample_by: str = 
         if "split" in str(err).lower():
             raise ValueError(f"--dataset {dataset}: no split {split!r} ({err}); pick one with --split") from err
         raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Records -> documents
+
+
+class NoUsableData(ValueError):
+    """A source (or the data of a run) yielded no document to use; the message says what was read and skipped."""
+
+
+@dataclass
+class RowStats:
+    """How many rows were read, used, and skipped (by reason), plus the columns seen, for the log."""
+
+    rows: int = 0
+    used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    columns_seen: set = field(default_factory=set)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
+        return f"{self.rows} rows read, {self.used} used, skipped: {reasons}"
+
+
+def _field(record: dict, name: str, stats: RowStats, required: bool = True) -> str | None:
+    """record[name] as a non-blank string, or None after counting why not."""
+    value = record.get(name)
+    if value is None:
+        if required:
+            stats.skipped[f"lack column {name!r}"] += 1
+        return None
+    if not isinstance(value, str):
+        stats.skipped[f"have a non-string {name!r}"] += 1
+        return None
+    if required and not value.strip():
+        stats.skipped[f"have an empty {name!r}"] += 1
+        return None
+    return value
+
+
+def _instruction_document(instruction: str, response: str, context: str | None) -> tuple[str, int]:
+    """(the rendered document, where its response starts)."""
+    return render_instruction(instruction, response, context), len(render_instruction(instruction, "", context))
+
+
+def render_documents(record: dict, fmt: str, text_column: str, stats: RowStats,
+                     strip_labels: Sequence[str] | None = None) -> list[tuple[str, int]]:
+    """The (document, response_start) pairs a record renders to; [] when the row is skipped (and counted).
+
+    `response_start` is where the response begins in the document (the prompt is document[:response_start]);
+    0 for `text` documents, which have no prompt.
+    """
+    stats.rows += 1
+    stats.columns_seen.update(k for k, v in record.items() if v is not None)
+    docs: list[tuple[str, int]] = []
+    if fmt == "text":
+        text = _field(record, text_column, stats)
+        if text is not None and strip_labels:
+            text = _strip_labels(text, strip_labels)
+            if not text.strip():
+                stats.skipped["are blank after --strip-labels"] += 1
+                text = None
+        docs = [(text, 0)] if text is not None else []
+    elif fmt == "dolly":
+        instruction = _field(record, "instruction", stats)
+        response = _field(record, "response", stats) if instruction is not None else None
+        context = _field(record, "context", stats, required=False) if response is not None else None
+        if response is not None:
+            docs = [_instruction_document(instruction, response, context)]
+    elif fmt == "alpaca":
+        instruction = _field(record, "instruction", stats)
+        if instruction is not None and isinstance(record.get("instances"), list):
+            for instance in record["instances"]:  # seed-task form: one document per instance
+                output = instance.get("output") if isinstance(instance, dict) else None
+                if isinstance(output, str) and output.strip():
+                    context = instance.get("input") if isinstance(instance.get("input"), str) else None
+                    docs.append(_instruction_document(instruction, output, context))
+            if not docs:
+                stats.skipped["have no usable 'instances'"] += 1
+        elif instruction is not None:
+            response = _field(record, "output", stats)
+            context = _field(record, "input", stats, required=False) if response is not None else None
+            if response is not None:
+                docs = [_instruction_document(instruction, response, context)]
+    else:
+        raise ValueError(f"unknown --format {fmt!r}; expected text, dolly or alpaca")
+    stats.used += bool(docs)
+    return docs
+
+
+def render_record(record: dict, fmt: str, text_column: str, stats: RowStats,
+                  strip_labels: Sequence[str] | None = None) -> list[str]:
+    """The documents (usually one) a record renders to; [] when the row is skipped (and counted)."""
+    return [doc for doc, _ in render_documents(record, fmt, text_column, stats, strip_labels)]
+
+
+def rendered_features():
+    """The columns every rendered source has, whatever its format: what `interleave_datasets` lines up."""
+    from datasets import Features, Value
+    from datasets import Sequence as ListOf  # datasets >= 4 turns it into List(...); 3.x has only Sequence
+
+    return Features({"text": ListOf(Value("string")), "response_start": ListOf(Value("int64")),
+                     "source": Value("int32")})
+
+
+def render_source(raw, fmt: str, text_column: str, stats: RowStats, source_index: int = 0,
+                  strip_labels: Sequence[str] | None = None, batch_size: int = 256):
+    """A streaming dataset of raw records -> one row per record: its documents, where each response starts,
+    and which source it came from. Every other column (e.g. synthetic math's `meta`) is dropped."""
+    features = rendered_features()
+
+    def render(batch: dict[str, list]) -> dict[str, list]:
+        n_rows = len(next(iter(batch.values()))) if batch else 0
+        out: dict[str, list] = {"text": [], "response_start": [], "source": [source_index] * n_rows}
+        for i in range(n_rows):
+            docs = render_documents({k: batch[k][i] for k in batch}, fmt, text_column, stats, strip_labels)
+            out["text"].append([doc for doc, _ in docs])
+            out["response_start"].append([start for _, start in docs])
+        return out
+
+    return raw.map(render, batched=True, batch_size=batch_size, features=features).select_columns(list(features))
