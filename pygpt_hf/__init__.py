@@ -39,3 +39,8 @@ if _importlib_util.find_spec("torch") is not None:
     AutoModel.register(PyGPTConfig, PyGPTModel)
     AutoModelForCausalLM.register(PyGPTConfig, PyGPTForCausalLM)
     __all__ += ["PyGPTModel", "PyGPTForCausalLM", "PyGPTPreTrainedModel"]
+
+# lm-evaluation-harness (the `eval` extra): registers the model type name `pygpt`, lazily (no jax, no lm_eval models).
+from .evaluation import register_with_lm_eval as _register_with_lm_eval
+
+_register_with_lm_eval()
