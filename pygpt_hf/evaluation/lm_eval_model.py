@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import (
     _add_special_kwargs,
@@ -31,7 +30,7 @@ from lm_eval.models.utils import (
 from tqdm import tqdm
 
 from .loading import EvaluationError, load_config_and_tokenizer, load_weights
-from .scoring import bucket_length, score_rows
+from .scoring import score_rows
 from .windows import harness_rolling_rows
 
 logger = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class FlaxPyGPTLM(TemplateLM):
         self.model = load_weights(location, revision, "flax")
         self.pretrained, self.revision = pretrained, revision
         self._forward = None
-        self._generate = {}
+        self._generator = None
 
     # ---- what the harness asks of a model ------------------------------------------------------------
     @property
@@ -173,26 +172,15 @@ class FlaxPyGPTLM(TemplateLM):
         return totals
 
     # ---- generation ------------------------------------------------------------------------------------
-    def _generator(self, context_len: int, max_new: int):
-        """A jitted greedy `generate` for (batch_size, context_len) prompts and `max_new` new tokens."""
-        key = (context_len, max_new)
-        if key not in self._generate:
-            import jax
-
-            model, eos, pad = self.model, self.eot_token_id, self.tokenizer.pad_token_id
-
-            def run(params, ids, mask):
-                return model.generate(ids, attention_mask=mask, params=params, max_length=context_len + max_new,
-                                      do_sample=False, eos_token_id=eos, pad_token_id=pad).sequences
-
-            self._generate[key] = jax.jit(run)
-        return self._generate[key]
-
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from .generation import GreedyGenerator
+
+        if self._generator is None:
+            self._generator = GreedyGenerator(self.model, self.eot_token_id, self.tokenizer.pad_token_id,
+                                              self.batch_size)
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eot_token_id
         results: list[str | None] = [None] * len(requests)
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, list[int]] = {}  # one group per set of generation arguments
         for i, req in enumerate(requests):
             groups.setdefault(repr(sorted(req.args[1].items())), []).append(i)
         bar = tqdm(total=len(requests), desc="pygpt generate_until", disable=disable_tqdm)
@@ -208,26 +196,11 @@ class FlaxPyGPTLM(TemplateLM):
             if max_context < 1:
                 raise EvaluationError(f"pygpt: max_gen_toks={max_new} leaves no room for a prompt in "
                                       f"max_length={self.max_length}")
-            encoded = {i: self.tok_encode(requests[i].args[0], left_truncate_len=max_context) for i in members}
-            order = sorted(members, key=lambda i: -len(encoded[i]))
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                length = bucket_length(max(len(encoded[i]) for i in chunk), max_context)
-                ids = np.full((self.batch_size, length), pad, np.int32)
-                mask = np.zeros((self.batch_size, length), np.int32)
-                mask[:, -1] = 1  # filler rows: one real token, so no row attends to nothing
-                for row, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
-                    ids[row, length - len(encoded[i]):] = encoded[i]
-                    mask[row] = 0
-                    mask[row, length - len(encoded[i]):] = 1
-                sequences = np.asarray(self._generator(length, max_new)(self.model.params, ids, mask))
-                for row, i in enumerate(chunk):
-                    new = sequences[row, length:].tolist()
-                    if self.eot_token_id in new:
-                        new = new[:new.index(self.eot_token_id)]
-                    text = postprocess_generated_text(self.tok_decode(new), until, None)
-                    results[i] = text
-                    self.cache_hook.add_partial("generate_until", requests[i].args, text)
-                bar.update(len(chunk))
+            prompts = [self.tok_encode(requests[i].args[0]) for i in members]
+            outputs = self._generator.generate(prompts, max_new, max_context, progress=bar.update)
+            for i, new in zip(members, outputs, strict=True):
+                text = postprocess_generated_text(self.tok_decode(new), until, None)
+                results[i] = text
+                self.cache_hook.add_partial("generate_until", requests[i].args, text)
         bar.close()
         return results  # type: ignore[return-value]
