@@ -47,6 +47,8 @@ def read_documents(dataset: str, text_column: str = "text", split: str = "train"
     path = os.path.expanduser(dataset)
     if os.path.exists(path):
         builder, files = _local_files(path)
+        if all(os.path.getsize(f) == 0 for f in files):
+            raise ValueError(f"--dataset {dataset}: the dataset is empty")
         extra = {"sample_by": txt_sample_by} if builder == "text" else {}
         stream = load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
     elif dataset.endswith(tuple(LOCAL_BUILDERS)) or dataset.startswith((".", "/", "~")):
@@ -65,7 +67,10 @@ def read_documents(dataset: str, text_column: str = "text", split: str = "train"
 def _documents(stream, column: str, dataset: str, max_docs: int | None) -> Iterator[str]:
     """Check the first row (column present) and find the first non-blank document eagerly, then stream."""
     rows = iter(stream)
-    first = next(rows, None)
+    try:
+        first = next(rows, None)
+    except StopIteration:  # some `datasets` builders raise it for a file with no records
+        first = None
     if first is None:
         raise ValueError(f"--dataset {dataset}: the dataset is empty")
     if column not in first:
