@@ -29,12 +29,13 @@ export function ChatApp() {
           onClick={() => setShowChats((v) => !v)}
           aria-expanded={showChats}
           aria-controls="chats"
-          className={`${headerButton} md:hidden`}
+          className={`${headerButton} mr-auto md:hidden`}
         >
           Chats
         </button>
-        <h1 className="text-base font-semibold">pygpt chat</h1>
-        <div className="flex min-w-0 flex-1 items-center gap-2 text-sm text-slate-600 dark:text-slate-300">
+        <h1 className="mr-auto text-base font-semibold max-sm:sr-only sm:mr-0">pygpt chat</h1>
+        {/* On a phone the model line gets a row of its own, under the buttons. */}
+        <div className="order-last flex w-full min-w-0 items-center gap-2 text-sm text-slate-600 sm:order-none sm:w-auto sm:flex-1 dark:text-slate-300">
           {chat.models && chat.models.length > 1 ? (
             <select
               aria-label="Model"
@@ -49,12 +50,12 @@ export function ChatApp() {
               ))}
             </select>
           ) : (
-            <span data-testid="model-name" className="truncate font-mono">
+            <span data-testid="model-name" className="max-w-[60%] shrink-0 truncate font-mono">
               {model?.id ?? "no model"}
             </span>
           )}
           {model && (
-            <span className="hidden text-xs text-slate-500 sm:inline dark:text-slate-400">
+            <span className="truncate text-xs text-slate-500 dark:text-slate-400">
               {chat.mode === "chat" ? "chat" : "plain completion"} · {model.maxModelLen} tokens context
             </span>
           )}
@@ -98,6 +99,7 @@ export function ChatApp() {
       <div className="relative flex min-h-0 flex-1">
         <aside
           id="chats"
+          onKeyDown={(event) => event.key === "Escape" && setShowChats(false)}
           className={`${showChats ? "absolute inset-y-0 left-0 z-10 w-72 shadow-xl" : "hidden"} border-r border-slate-200 bg-white md:static md:block md:w-64 md:shadow-none dark:border-slate-700 dark:bg-slate-950`}
         >
           <Sidebar

@@ -1,11 +1,10 @@
 "use client";
 import { useState } from "react";
-import type { Sampling } from "@/lib/api";
-import { DEFAULT_SAMPLING, type Mode } from "@/lib/conversations";
+import { DEFAULT_SAMPLING, resolveSampling, type Mode, type SamplingSettings } from "@/lib/conversations";
 
 interface Props {
-  sampling: Sampling;
-  onChange: (sampling: Sampling) => void;
+  sampling: SamplingSettings;
+  onChange: (sampling: SamplingSettings) => void;
   mode: Mode;
   chatAvailable: boolean;
   onModeChange: (mode: Mode) => void;
@@ -14,8 +13,9 @@ interface Props {
 
 /** The sampling fields the API takes, with their ranges; an out-of-range value is shown, never sent. */
 export function Settings({ sampling, onChange, mode, chatAvailable, onModeChange, maxModelLen }: Props) {
-  const set = (field: keyof Sampling) => (value: number) => onChange({ ...sampling, [field]: value });
-  const maxTokensLimit = maxModelLen ? maxModelLen - 1 : 4096;
+  const set = (field: keyof SamplingSettings) => (value: number) => onChange({ ...sampling, [field]: value });
+  const contextLen = maxModelLen ?? 4096;
+  const maxTokensLimit = Math.max(1, contextLen - 1);
   return (
     <section
       aria-label="Settings"
@@ -40,8 +40,8 @@ export function Settings({ sampling, onChange, mode, chatAvailable, onModeChange
       <NumberField label="Top-p" hint="1 = off" value={sampling.topP} min={0.01} max={1} step={0.01} onChange={set("topP")} />
       <NumberField
         label="Max tokens"
-        hint={`1 to ${maxTokensLimit}`}
-        value={Math.min(sampling.maxTokens, maxTokensLimit)}
+        hint={`1 to ${maxTokensLimit}${sampling.maxTokens === null ? ", auto" : ""}`}
+        value={resolveSampling(sampling, contextLen).maxTokens}
         min={1}
         max={maxTokensLimit}
         step={1}

@@ -27,7 +27,22 @@ export interface Conversation {
   updatedAt: number;
 }
 
-export const DEFAULT_SAMPLING: Sampling = { temperature: 0.8, topK: 50, topP: 0.95, maxTokens: 256 };
+/** The sampling settings as the user left them; `maxTokens: null` means "fit the model": see resolveSampling. */
+export interface SamplingSettings extends Omit<Sampling, "maxTokens"> {
+  maxTokens: number | null;
+}
+
+export const DEFAULT_SAMPLING: SamplingSettings = { temperature: 0.8, topK: 50, topP: 0.95, maxTokens: null };
+
+/**
+ * What is sent. Small models have small contexts (the README's default model has 128 positions), so the
+ * default answer length is half the context, at most 256; any length is at most the context less one token.
+ */
+export function resolveSampling(settings: SamplingSettings, maxModelLen: number): Sampling {
+  const limit = Math.max(1, maxModelLen - 1);
+  const wanted = settings.maxTokens ?? Math.min(256, Math.floor(maxModelLen / 2));
+  return { ...settings, maxTokens: Math.max(1, Math.min(wanted, limit)) };
+}
 
 const CONVERSATIONS_KEY = "pygpt-chat.conversations";
 const SAMPLING_KEY = "pygpt-chat.sampling";
@@ -80,10 +95,10 @@ export function saveConversations(conversations: Conversation[]): void {
   write(CONVERSATIONS_KEY, conversations);
 }
 
-export function loadSampling(): Sampling {
-  return { ...DEFAULT_SAMPLING, ...read<Partial<Sampling>>(SAMPLING_KEY, {}) };
+export function loadSampling(): SamplingSettings {
+  return { ...DEFAULT_SAMPLING, ...read<Partial<SamplingSettings>>(SAMPLING_KEY, {}) };
 }
 
-export function saveSampling(sampling: Sampling): void {
+export function saveSampling(sampling: SamplingSettings): void {
   write(SAMPLING_KEY, sampling);
 }

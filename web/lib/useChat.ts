@@ -4,19 +4,21 @@
  * Components only render what this returns and call its actions.
  */
 import { useCallback, useEffect, useRef, useState } from "react";
-import { countTokens, listModels, streamAnswer, type ModelInfo, type Sampling } from "./api";
+import { countTokens, listModels, streamAnswer, type ModelInfo } from "./api";
 import { fitToContext, sendable } from "./context";
 import {
   loadConversations,
   loadSampling,
   newConversation,
   newId,
+  resolveSampling,
   saveConversations,
   saveSampling,
   titleOf,
   type Conversation,
   type Message,
   type Mode,
+  type SamplingSettings,
 } from "./conversations";
 
 interface Store {
@@ -36,7 +38,7 @@ function errorText(error: unknown): string {
 
 export function useChat() {
   const [store, setStore] = useState<Store>(initialStore);
-  const [sampling, setSamplingState] = useState<Sampling>(loadSampling);
+  const [sampling, setSamplingState] = useState<SamplingSettings>(loadSampling);
   const [models, setModels] = useState<ModelInfo[] | null>(null);
   const [modelId, setModelId] = useState<string | null>(null);
   const [modelError, setModelError] = useState<string | null>(null);
@@ -108,12 +110,13 @@ export function useChat() {
         const seconds = (lastAt - firstAt) / 1000;
         return { tokens: n, tokensPerSecond: n > 1 && seconds > 0 ? (n - 1) / seconds : undefined };
       };
+      const resolved = resolveSampling(sampling, model.maxModelLen);
       try {
-        const fit = await fitToContext(modeOf(conversation), sendable(history), sampling.maxTokens, model.maxModelLen, (p) =>
+        const fit = await fitToContext(modeOf(conversation), sendable(history), resolved.maxTokens, model.maxModelLen, (p) =>
           countTokens(model.id, p, controller.signal),
         );
         if (fit.dropped) patch({ dropped: fit.dropped });
-        for await (const piece of streamAnswer(model.id, fit.prompt, sampling, controller.signal)) {
+        for await (const piece of streamAnswer(model.id, fit.prompt, resolved, controller.signal)) {
           if (piece.kind === "text") {
             lastAt = performance.now();
             if (!firstAt) firstAt = lastAt;
@@ -175,7 +178,7 @@ export function useChat() {
 
   const setMode = (mode: Mode) => updateConversation(active.id, () => ({ mode }));
 
-  const setSampling = (next: Sampling) => setSamplingState(next);
+  const setSampling = (next: SamplingSettings) => setSamplingState(next);
 
   return {
     conversations: store.conversations,
