@@ -164,17 +164,15 @@ function AssistantMessage({
           {maxModelLen ? ` ${maxModelLen}-token` : ""} context.
         </p>
       )}
+      {/* The streaming cursor is drawn by CSS (::after), so the message's text is only the model's. */}
       <div
         data-testid="assistant-message"
         aria-busy={message.pending}
-        className="whitespace-pre-wrap break-words rounded-2xl bg-slate-100 px-4 py-2 text-slate-900 dark:bg-slate-800 dark:text-slate-100"
+        className={`min-h-10 whitespace-pre-wrap break-words rounded-2xl bg-slate-100 px-4 py-2 text-slate-900 dark:bg-slate-800 dark:text-slate-100 ${
+          message.pending ? "after:ml-0.5 after:inline-block after:animate-pulse after:content-['▍']" : ""
+        }`}
       >
         {message.content}
-        {message.pending && (
-          <span className="ml-0.5 inline-block animate-pulse" aria-label="generating">
-            ▍
-          </span>
-        )}
         {message.error && (
           <span role="alert" className="block text-red-700 dark:text-red-400">
             {message.error}
