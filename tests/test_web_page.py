@@ -70,6 +70,13 @@ class Server:
     def count(self, model: str, messages: list[dict]) -> int:
         return self.post("/tokenize", {"model": model, "messages": messages})["count"]
 
+    def fit(self, model: str, messages: list[dict], max_tokens: int) -> tuple[int, list[dict]]:
+        """What the page must send: the oldest (user, answer) pairs dropped until prompt + max_tokens fits."""
+        dropped = 0
+        while self.count(model, messages[dropped:]) + max_tokens > N_POSITIONS:
+            dropped += 2
+        return dropped, messages[dropped:]
+
 
 @pytest.fixture(scope="module")
 def page_dir():
@@ -241,16 +248,37 @@ def test_drops_oldest_turns_edits_and_keeps_conversations(servers, page):
     expect(page.get_by_test_id("assistant-message")).to_have_count(2)
     assert edited == chat.chat_answer("tiny-chat", [{"role": "user", "content": "and after that?"}], max_tokens)
 
+    # A message that cannot fit even alone is not sent: the answer says why, with the numbers.
+    set_sampling(page, max_tokens=N_POSITIONS - 1)
+    send(page, "one more")
+    expect(page.get_by_test_id("answer-error")).to_contain_text(f"up to {N_POSITIONS - 1} more")
+    expect(page.get_by_test_id("answer-error")).to_contain_text(f"holds {N_POSITIONS}")
+    expect(page.get_by_test_id("send")).to_be_visible()
+    page.get_by_test_id("edit-message").nth(2).click()  # edit it into the failed one's place: no error left
+    page.get_by_test_id("edit-input").fill("and after that?")
+    set_sampling(page, max_tokens=max_tokens)
+    page.get_by_test_id("edit-send").click()
+    expect(page.get_by_test_id("user-message")).to_have_text([long_question, "and after that?", "and after that?"])
+    expect(page.get_by_test_id("answer-error")).to_have_count(0)
+    again = answer_when_done(page, 2)
+    conversation = [{"role": "user", "content": long_question}, {"role": "assistant", "content": first},
+                    {"role": "user", "content": "and after that?"}, {"role": "assistant", "content": edited},
+                    {"role": "user", "content": "and after that?"}]
+    dropped, sent = chat.fit("tiny-chat", conversation, max_tokens)
+    assert dropped > 0
+    expect(page.get_by_test_id("context-note").last).to_have_text(re.compile(f"^{dropped} earlier messages were"))
+    assert again == chat.chat_answer("tiny-chat", sent, max_tokens)
+
     # Conversations live in localStorage: a reload keeps them; New chat starts an empty one beside it.
     page.reload()
-    expect(page.get_by_test_id("user-message")).to_have_text([long_question, "and after that?"])
-    expect(page.get_by_test_id("assistant-message").nth(1)).to_have_text(edited)
+    expect(page.get_by_test_id("user-message")).to_have_text([long_question, "and after that?", "and after that?"])
+    expect(page.get_by_test_id("assistant-message").nth(2)).to_have_text(again)
     page.get_by_test_id("new-chat").click()
     expect(page.get_by_test_id("user-message")).to_have_count(0)
     expect(page.get_by_test_id("message-input")).to_be_focused()
     expect(page.get_by_test_id("conversation")).to_have_count(2)
     page.get_by_test_id("conversation").nth(1).click()
-    expect(page.get_by_test_id("user-message")).to_have_count(2)
+    expect(page.get_by_test_id("user-message")).to_have_count(3)
 
 
 def test_plain_completion_for_a_model_without_chat_template(servers, page):

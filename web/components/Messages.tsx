@@ -174,7 +174,7 @@ function AssistantMessage({
       >
         {message.content}
         {message.error && (
-          <span role="alert" className="block text-red-700 dark:text-red-400">
+          <span role="alert" data-testid="answer-error" className="block text-red-700 dark:text-red-400">
             {message.error}
           </span>
         )}
