@@ -83,12 +83,7 @@ function write(key: string, value: unknown): void {
 
 export function loadConversations(): Conversation[] {
   const stored = read<Conversation[]>(CONVERSATIONS_KEY, []);
-  if (!Array.isArray(stored)) return [];
-  // An answer that was streaming when the page closed will never finish: keep what arrived.
-  return stored.map((c) => ({
-    ...c,
-    messages: c.messages.map((m) => (m.pending ? { ...m, pending: false, finish: "stopped" } : m)),
-  }));
+  return Array.isArray(stored) ? stored : [];
 }
 
 export function saveConversations(conversations: Conversation[]): void {

@@ -60,7 +60,10 @@ export function useChat() {
     return () => controller.abort();
   }, [reloadModels]);
 
-  useEffect(() => saveConversations(store.conversations), [store.conversations]);
+  // Saved when no answer is streaming (once per answer, not once per token).
+  useEffect(() => {
+    if (streamingId === null) saveConversations(store.conversations);
+  }, [store.conversations, streamingId]);
   useEffect(() => saveSampling(sampling), [sampling]);
 
   const model = models?.find((m) => m.id === modelId) ?? models?.[0] ?? null;
