@@ -27,12 +27,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
     parser.add_argument("--max-batch", type=int, default=16,
                         help="Flax: requests decoded together in one step (default 16; 1 = one at a time)")
+    parser.add_argument("--steps-per-call", type=int, default=8,
+                        help="Flax: decode steps run per jitted call (default 8; tokens stream in groups of this size)")
     parser.add_argument("--no-page", action="store_true", help="serve the API only")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.max_batch < 1:
         parser.error(f"--max-batch must be at least 1, got {args.max_batch}")
+    if args.steps_per_call < 1:
+        parser.error(f"--steps-per-call must be at least 1, got {args.steps_per_call}")
     return args
 
 
@@ -56,7 +60,8 @@ def main(argv=None) -> int:
     page = None if args.no_page else page_folder(ROOT / "web", log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"loading {args.model} ({args.framework}) ...", file=sys.stderr, flush=True)
     try:
-        served = load_served(args.model, args.framework, args.served_model_name, slots=args.max_batch)
+        served = load_served(args.model, args.framework, args.served_model_name, slots=args.max_batch,
+                             steps_per_call=args.steps_per_call)
     except LoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

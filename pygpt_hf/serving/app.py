@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
@@ -78,7 +79,7 @@ class Generation:
         self.request: Request | None = None
 
     async def events(self, http: HttpRequest) -> AsyncIterator[None]:
-        """Runs the request; yields after every token (the caller streams `take_delta()`)."""
+        """Runs the request; yields after each batch of new tokens (the caller streams `take_delta()`)."""
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
         self.request = Request(self.prompt_ids, self.params, lambda ev: loop.call_soon_threadsafe(inbox.put_nowait, ev),
@@ -96,6 +97,8 @@ class Generation:
                         return
                     continue
                 self._on(event)
+                while self.finish_reason is None and not inbox.empty():  # tokens that came together go out together
+                    self._on(inbox.get_nowait())
                 yield
         finally:
             if self.finish_reason is None:  # the client went away (or we stopped early): free the slot now
@@ -132,7 +135,11 @@ class Generation:
         p, c = len(self.prompt_ids), len(self.tokens)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    def check(self) -> None:
+    async def run(self, http: HttpRequest) -> None:
+        """The whole generation (no streaming); a failure inside the model answers 500."""
+        async with aclosing(self.events(http)) as events:
+            async for _ in events:
+                pass
         if self.finish_reason == "error":
             raise ApiError(500, self.error or "generation failed", "server_error")
 
@@ -172,7 +179,7 @@ def _fit(served: Served, prompt_len: int, max_tokens: int | None, param: str) ->
 def _params(body, max_tokens: int) -> SamplingParams:
     seed = body.seed if body.seed is not None else secrets.randbits(31)
     return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                          seed=seed, ignore_eos=body.ignore_eos)
+                          seed=seed, ignore_eos=body.ignore_eos, logprobs=body.logprobs not in (None, False))
 
 
 def _sse(payload) -> str:
@@ -280,9 +287,7 @@ def create_app(served: Served, static_dir: str | None = None) -> FastAPI:
             raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": served.name}
         if not body.stream:
-            async for _ in gen.events(http):
-                pass
-            gen.check()
+            await gen.run(http)
             choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
                       "logprobs": _chat_logprobs(served, gen.tokens, n_top) if body.logprobs else None,
                       "finish_reason": gen.finish_reason}
@@ -296,11 +301,12 @@ def create_app(served: Served, static_dir: str | None = None) -> FastAPI:
         async def stream():
             yield chunk({"role": "assistant", "content": ""})
             sent = 0
-            async for _ in gen.events(http):
-                delta = gen.take_delta()
-                if delta:
-                    yield chunk({"content": delta}, tokens=gen.tokens[sent:])
-                    sent = len(gen.tokens)
+            async with aclosing(gen.events(http)) as events:  # closing the stream frees the slot at once
+                async for _ in events:
+                    delta = gen.take_delta()
+                    if delta:
+                        yield chunk({"content": delta}, tokens=gen.tokens[sent:])
+                        sent = len(gen.tokens)
             if gen.finish_reason == "error":
                 yield _sse({"error": {"message": gen.error, "type": "server_error", "param": None, "code": None}})
                 return
@@ -343,9 +349,7 @@ def create_app(served: Served, static_dir: str | None = None) -> FastAPI:
         if not body.stream:
             async def run(gen: Generation):
                 echoed = await echo_entries(gen) if body.echo and n_top is not None else []
-                async for _ in gen.events(http):
-                    pass
-                gen.check()
+                await gen.run(http)
                 return echoed
 
             echoed_all = await asyncio.gather(*(run(g) for g in gens))
@@ -372,11 +376,12 @@ def create_app(served: Served, static_dir: str | None = None) -> FastAPI:
                 entries = await echo_entries(gen) if n_top is not None else None
                 yield chunk(prompt_text(gen), entries=entries)
             sent = 0
-            async for _ in gen.events(http):
-                delta = gen.take_delta()
-                if delta:
-                    yield chunk(delta, entries=[(t.id, t.logprob, t.top) for t in gen.tokens[sent:]])
-                    sent = len(gen.tokens)
+            async with aclosing(gen.events(http)) as events:
+                async for _ in events:
+                    delta = gen.take_delta()
+                    if delta:
+                        yield chunk(delta, entries=[(t.id, t.logprob, t.top) for t in gen.tokens[sent:]])
+                        sent = len(gen.tokens)
             if gen.finish_reason == "error":
                 yield _sse({"error": {"message": gen.error, "type": "server_error", "param": None, "code": None}})
                 return

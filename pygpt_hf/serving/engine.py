@@ -15,13 +15,14 @@ receive `Token` events and one `Finished` event through the request's callback, 
     join:     a new prompt (T tokens) is prefilled alone in a cache of a bucket length Tb >= T (left-padded,
               so a handful of lengths compile), and its Tb columns are copied into its row ending at pos:
               start_i = pos - T (the padding lands left of start_i, masked).
-    shift:    when pos reaches L, every row is rolled left by the smallest start among live slots (a live slot
-              is shorter than n_positions <= L, so there is always room); before a join that needs pos >= Tb,
-              rows are rolled right instead.
+    shift:    when the next call would run past column L, every row is rolled left by the smallest start among
+              live slots (a live slot is shorter than n_positions, and L = n_positions + K, so there is always
+              room); before a join that needs pos >= Tb, rows are rolled right instead.
     leave:    a slot that finished (eos, max_tokens) or was cancelled is only marked free; its row is reused.
 
-So one jitted decode step of shape (S, 1) serves every live request, requests join and leave between steps,
-and each row's tokens are what the model gives for that prompt alone (greedy: `generate(do_sample=False)`).
+So one jitted call of K decode steps of shape (S, 1) serves every live request, requests join and leave
+between calls, and each row's tokens are what the model gives for that prompt alone (greedy:
+`generate(do_sample=False)`).
 
 `TorchEngine` serves the PyTorch twin one request at a time through `model.generate` itself.
 """
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
+WINDOW_STEP = 32  # decode windows are multiples of this many cache columns
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,14 @@ class SamplingParams:
     top_p: float = 1.0  # 1 = off
     seed: int = 0
     ignore_eos: bool = False  # keep generating after <|endoftext|> (benchmarks: every request runs max_tokens)
+    logprobs: bool = False  # report each token's logprob and the TOP_LOGPROBS alternatives (else 0.0 and ())
 
 
 @dataclass(frozen=True)
 class Token:
     id: int
-    logprob: float  # the model's log-probability of this token (before temperature and filters)
-    top: tuple[tuple[int, float], ...]  # the TOP_LOGPROBS most likely (id, logprob) at this position
+    logprob: float  # the model's log-probability of this token (before temperature and filters), if asked
+    top: tuple[tuple[int, float], ...]  # the TOP_LOGPROBS most likely (id, logprob) at this position, if asked
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,17 @@ class Engine:
         self._inbox: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._main, name=type(self).__name__, daemon=True)
         self._closed = False
+        self._error: str | None = None  # set when the worker stopped: every later job fails with it
 
     def start(self) -> Engine:
         self._thread.start()
         return self
 
     def submit(self, job: Request | ScoreJob) -> None:
-        self._inbox.put(job)
+        if self._error is not None:
+            _fail(job, self._error)
+        else:
+            self._inbox.put(job)
 
     def cancel(self, request: Request) -> None:
         """Free the request's slot before the next step (a client disconnected)."""
@@ -113,11 +120,18 @@ class Engine:
             self._run()
         except BaseException:  # the worker must never die silently: fail what is in flight, then say why
             traceback.print_exc()
-            self._fail_all("the model worker stopped after an internal error")
+            self._error = "the model worker stopped after an internal error (see the server's log)"
+            for job in self._in_flight():
+                _fail(job, self._error)
+            self._fail_all(self._error)
             raise
 
     def _run(self) -> None:
         raise NotImplementedError
+
+    def _in_flight(self) -> list:
+        """The requests the worker holds outside its inbox (to fail them if it stops)."""
+        return []
 
     def _fail_all(self, message: str) -> None:
         while True:
@@ -163,31 +177,33 @@ def bucket_length(n: int, limit: int, smallest: int = 16) -> int:
 class _Slot:
     request: Request
     start: int  # the cache column of its first prompt token
-    token: int  # the last sampled token, fed at the next step
-    counter: int  # how many tokens it has sampled (the PRNG stream position)
     key: np.ndarray  # the request's PRNG key (from its seed)
 
 
 class FlaxBatchEngine(Engine):
-    """Continuous batching for a Flax causal LM with `slots` rows and a cache of `cache_len` columns
-    (default: the model's context, n_positions)."""
+    """Continuous batching for a Flax causal LM with `slots` rows; each dispatch runs `steps_per_call` decode
+    steps in one jitted `lax.scan` (requests join and leave between calls; a row that finishes mid-call has its
+    remaining tokens dropped), so the per-call overhead is paid once per few tokens, as inside `generate`'s own
+    loop. The cache has n_positions + steps_per_call columns: a live slot is always shorter than n_positions, so
+    the shift before a call that would run past the end always frees enough columns."""
 
-    def __init__(self, model, params=None, slots: int = 16, cache_len: int | None = None):
+    def __init__(self, model, params=None, slots: int = 16, steps_per_call: int = 8):
         import jax
 
         from ..streaming import context_length
 
         super().__init__()
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}")
         self.model = model
         self.params = model.params if params is None else params
         self.n_positions = context_length(model.config)
         self.slots = slots
-        self.cache_len = cache_len or self.n_positions
-        if slots < 1:
-            raise ValueError(f"slots must be at least 1, got {slots}")
-        if self.cache_len < self.n_positions:
-            raise ValueError(f"cache_len ({self.cache_len}) must be >= the model's n_positions ({self.n_positions})")
-        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
+        self.steps_per_call = steps_per_call
+        self.cache_len = self.n_positions + steps_per_call
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("window",))
         self._prefill = jax.jit(self._prefill_fn)
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
         self._roll = jax.jit(self._roll_fn, donate_argnums=(0,))
@@ -201,28 +217,50 @@ class FlaxBatchEngine(Engine):
 
     # ---- jitted pieces ----------------------------------------------------------------------------------
 
-    def _decode_fn(self, params, cache, tokens, starts, live, pos, keys, counters, temperature, top_k, top_p):
+    def _decode_fn(self, params, cache, tokens, counters, pos, window_start, starts, live, keys, temperature,
+                   top_k, top_p, want_logprobs, window: int):
+        """steps_per_call decode steps over all rows: per step (tokens, logprobs, best ids, best logprobs),
+        stacked (K, S, ...), and the new cache, next tokens and PRNG counters.
+
+        The steps run on a window of `window` cache columns from `window_start` that holds every live slot and
+        the K new columns (copied out once, back once), so attention costs what the live slots need rather
+        than the whole cache; `window` is rounded up to WINDOW_STEP columns, so it compiles a few times.
+        """
         import jax
         import jax.numpy as jnp
 
-        from .sampling import sample_rows, top_logprobs
+        from .sampling import pick_tokens
 
-        cols = jnp.arange(self.cache_len)[None, :]
-        mask = (cols >= starts[:, None]) & (cols <= pos) & live[:, None]  # (S, L): the row's own columns
-        positions = jnp.clip(jnp.where(live, pos - starts, 0), 0, self.n_positions - 1)[:, None]  # (S, 1)
-        out = self.model(tokens[:, None], attention_mask=mask.astype(jnp.int32), position_ids=positions,
-                         params=params, past_key_values=_with_index(cache, pos))
-        logits = out.logits[:, -1]  # (S, V)
-        step_keys = jax.vmap(jax.random.fold_in)(keys, counters)
-        next_tokens = sample_rows(logits, step_keys, temperature, top_k, top_p)
-        return (next_tokens, *top_logprobs(logits, next_tokens, TOP_LOGPROBS)), out.past_key_values
+        def sliced(path, x):
+            return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x, window_start, window, axis=1)
+
+        def put_back(path, big, small):
+            return big if _is_index(path) else jax.lax.dynamic_update_slice_in_dim(big, small, window_start, axis=1)
+
+        cols = jnp.arange(window)[None, :]
+        starts = starts - window_start  # columns inside the window
+
+        def step(carry, i):
+            part, tokens, counters = carry
+            at = pos - window_start + i  # the shared write column of this step
+            mask = (cols >= starts[:, None]) & (cols <= at) & live[:, None]  # (S, W): the row's own columns
+            positions = jnp.clip(jnp.where(live, at - starts, 0), 0, self.n_positions - 1)[:, None]  # (S, 1)
+            out = self.model(tokens[:, None], attention_mask=mask.astype(jnp.int32), position_ids=positions,
+                             params=params, past_key_values=_with_index(part, at))
+            step_keys = jax.vmap(jax.random.fold_in)(keys, counters)
+            picked = pick_tokens(out.logits[:, -1], step_keys, temperature, top_k, top_p, want_logprobs, TOP_LOGPROBS)
+            return (out.past_key_values, picked[0], counters + 1), picked
+
+        part = jax.tree_util.tree_map_with_path(sliced, cache)
+        (part, tokens, counters), picked = jax.lax.scan(step, (part, tokens, counters), jnp.arange(self.steps_per_call))
+        return picked, jax.tree_util.tree_map_with_path(put_back, cache, part), tokens, counters
 
     def _prefill_fn(self, params, ids, length, key, temperature, top_k, top_p):
         """One prompt, left-padded to its bucket Tb: (first token, its logprobs) and the prompt's (1, Tb) cache."""
         import jax
         import jax.numpy as jnp
 
-        from .sampling import sample_rows, top_logprobs
+        from .sampling import pick_tokens
 
         Tb = ids.shape[1]
         pad = Tb - length
@@ -231,8 +269,9 @@ class FlaxBatchEngine(Engine):
         out = self.model(ids, attention_mask=(cols >= pad).astype(jnp.int32), position_ids=jnp.maximum(cols - pad, 0),
                          params=params, past_key_values=cache)
         logits = out.logits[:, -1]
-        first = sample_rows(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None], top_p[None])
-        return (first, *top_logprobs(logits, first, TOP_LOGPROBS)), out.past_key_values
+        picked = pick_tokens(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None], top_p[None],
+                             jnp.ones((1,), bool), TOP_LOGPROBS)
+        return picked, out.past_key_values
 
     @staticmethod
     def _insert_fn(cache, prompt_cache, row, col):
@@ -263,12 +302,26 @@ class FlaxBatchEngine(Engine):
         best_logprobs, best_ids = jax.lax.top_k(logprobs, TOP_LOGPROBS)
         return chosen, best_ids, best_logprobs
 
+    def _in_flight(self) -> list:
+        return [slot.request for slot in self.rows if slot is not None] + list(self.waiting)
+
     # ---- the loop -----------------------------------------------------------------------------------------
+    # One decode step is kept in flight: step k+1 is dispatched (jax runs it asynchronously) before step k's
+    # tokens are read back and handed to the clients, so the Python work overlaps the model's. The tokens and
+    # PRNG counters that feed the next step never leave the device; a slot that finished at step k has one
+    # wasted row in step k+1, whose output is dropped (the row's slot is no longer the one it was run for).
 
     def _run(self) -> None:
-        self.cache = self.model.init_cache(self.slots, self.cache_len)
+        import jax.numpy as jnp
+
+        S = self.slots
+        self.cache = self.model.init_cache(S, self.cache_len)
+        self.tokens = jnp.zeros((S,), jnp.int32)  # on device: the token each row feeds next
+        self.counters = jnp.zeros((S,), jnp.uint32)  # on device: how many tokens each row has sampled
+        self._settings = None  # per-row (starts, live, keys, temperature, top_k, top_p) on device; None = stale
+        pending = None
         while not self._closed:
-            self._read_inbox(block=not self.waiting and not any(self.rows))
+            self._read_inbox(block=pending is None and not self.waiting and not any(self.rows))
             for row, slot in enumerate(self.rows):
                 if slot is not None and slot.request.cancelled:
                     self._leave(row, "cancelled")
@@ -277,8 +330,10 @@ class FlaxBatchEngine(Engine):
                 request.on_event(Finished("cancelled"))
             while self.waiting and None in self.rows:
                 self._join(self.rows.index(None), self.waiting.popleft())
-            if any(self.rows):
-                self._step()
+            dispatched = self._dispatch() if any(self.rows) else None
+            if pending is not None:
+                self._deliver(*pending)
+            pending = dispatched
 
     def _read_inbox(self, block: bool) -> None:
         while True:
@@ -306,12 +361,14 @@ class FlaxBatchEngine(Engine):
         key = jax.random.PRNGKey(p.seed)
         ids = jnp.asarray([[0] * (Tb - T) + request.prompt_ids], dtype=jnp.int32)
         (first, logprob, best_ids, best_lps), prompt_cache = self._prefill(
-            self.params, ids, jnp.int32(T), key, jnp.float32(p.temperature),
-            jnp.int32(p.top_k), jnp.float32(p.top_p))
+            self.params, ids, jnp.int32(T), key, jnp.float32(p.temperature), jnp.int32(p.top_k), jnp.float32(p.top_p))
         self.cache = self._insert(self.cache, prompt_cache, jnp.int32(row), jnp.int32(self.pos - Tb))
-        slot = _Slot(request, start=self.pos - T, token=int(first[0]), counter=1, key=np.asarray(key))
+        self.tokens = self.tokens.at[row].set(first[0])
+        self.counters = self.counters.at[row].set(1)
+        slot = _Slot(request, start=self.pos - T, key=np.asarray(key))
         self.rows[row] = slot
-        self._emit(row, slot.token, float(logprob[0]), _top(np.asarray(best_ids[0]), np.asarray(best_lps[0])))
+        self._settings = None
+        self._emit(row, int(first[0]), float(logprob[0]), _top(np.asarray(best_ids[0]), np.asarray(best_lps[0])))
 
     def _shift(self, shift: int) -> None:
         """Roll every row left by `shift` columns (right when negative); the slots' starts move with them."""
@@ -322,30 +379,50 @@ class FlaxBatchEngine(Engine):
         for slot in self.rows:
             if slot is not None:
                 slot.start -= shift
+        self._settings = None
         self.shifts += 1
 
-    def _step(self) -> None:
+    def _device_settings(self):
         import jax.numpy as jnp
 
-        if self.pos == self.cache_len:
+        if self._settings is None:
+            def column(f, dtype, empty=0):
+                return jnp.asarray(np.array([f(s) if s else empty for s in self.rows], dtype=dtype))
+
+            self._settings = (
+                column(lambda s: s.start, np.int32), jnp.asarray(np.array([s is not None for s in self.rows])),
+                jnp.asarray(np.stack([s.key if s else np.zeros(2, np.uint32) for s in self.rows])),
+                column(lambda s: s.request.params.temperature, np.float32),
+                column(lambda s: s.request.params.top_k, np.int32),
+                column(lambda s: s.request.params.top_p, np.float32, 1.0),
+                column(lambda s: s.request.params.logprobs, bool, False))
+        return self._settings
+
+    def _dispatch(self):
+        """Start one decode step over every row; returns what `_deliver` needs once its results are read."""
+        import jax.numpy as jnp
+
+        K = self.steps_per_call
+        if self.pos + K > self.cache_len:
             self._shift(min(slot.start for slot in self.rows if slot is not None))
-        live = np.array([slot is not None for slot in self.rows])
-        column = lambda f, dtype, empty=0: np.array([f(s) if s else empty for s in self.rows], dtype=dtype)
-        keys = np.stack([s.key if s else np.zeros(2, np.uint32) for s in self.rows])
-        (tokens, logprobs, best_ids, best_lps), self.cache = self._decode(
-            self.params, self.cache, jnp.asarray(column(lambda s: s.token, np.int32)),
-            jnp.asarray(column(lambda s: s.start, np.int32)), jnp.asarray(live), jnp.int32(self.pos),
-            jnp.asarray(keys), jnp.asarray(column(lambda s: s.counter, np.uint32)),
-            jnp.asarray(column(lambda s: s.request.params.temperature, np.float32)),
-            jnp.asarray(column(lambda s: s.request.params.top_k, np.int32)),
-            jnp.asarray(column(lambda s: s.request.params.top_p, np.float32, 1.0)))
-        self.pos += 1
-        self.steps += 1
-        tokens, logprobs, best_ids, best_lps = (np.asarray(x) for x in (tokens, logprobs, best_ids, best_lps))
-        for row, slot in enumerate(self.rows):
-            if slot is not None:
-                slot.token, slot.counter = int(tokens[row]), slot.counter + 1
-                self._emit(row, slot.token, float(logprobs[row]), _top(best_ids[row], best_lps[row]))
+        first = min(slot.start for slot in self.rows if slot is not None)
+        window = min(-(-(self.pos + K - first) // WINDOW_STEP) * WINDOW_STEP, self.cache_len)
+        window_start = min(first, self.cache_len - window)
+        outputs, self.cache, self.tokens, self.counters = self._decode(
+            self.params, self.cache, self.tokens, self.counters, jnp.int32(self.pos), jnp.int32(window_start),
+            *self._device_settings(), window=window)
+        self.pos += self.steps_per_call
+        self.steps += self.steps_per_call
+        return outputs, list(self.rows)
+
+    def _deliver(self, outputs, rows_then) -> None:
+        tokens, logprobs, best_ids, best_lps = (np.asarray(x) for x in outputs)  # (K, S, ...): waits for the call
+        for k in range(self.steps_per_call):
+            for row, slot in enumerate(rows_then):
+                if slot is not None and self.rows[row] is slot:  # still the slot this row was computed for
+                    asked = slot.request.params.logprobs
+                    self._emit(row, int(tokens[k, row]), float(logprobs[k, row]) if asked else 0.0,
+                               _top(best_ids[k, row], best_lps[k, row]) if asked else ())
 
     def _emit(self, row: int, token_id: int, logprob: float, top) -> None:
         slot = self.rows[row]
@@ -359,6 +436,7 @@ class FlaxBatchEngine(Engine):
     def _leave(self, row: int, reason: str) -> None:
         request = self.rows[row].request
         self.rows[row] = None
+        self._settings = None
         request.on_event(Finished(reason))
 
     def _run_score(self, job: ScoreJob) -> None:

@@ -33,7 +33,7 @@ def check_model_location(name: str) -> str:
 
 
 def load_served(model: str, framework: str = "flax", served_model_name: str | None = None, slots: int = 16,
-                cache_len: int | None = None) -> Served:
+                steps_per_call: int = 8) -> Served:
     """Config, tokenizer and weights of `model`, and the engine started on them."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -63,7 +63,7 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
             from transformers import FlaxAutoModelForCausalLM
 
             engine = FlaxBatchEngine(FlaxAutoModelForCausalLM.from_pretrained(location), slots=slots,
-                                     cache_len=cache_len)
+                                     steps_per_call=steps_per_call)
     except (OSError, ValueError) as err:
         raise LoadError(f"--model {model}: cannot load the weights: {err}") from err
     name = served_model_name or (os.path.basename(os.path.normpath(model)) if os.path.isdir(location) else model)

@@ -41,3 +41,18 @@ def top_logprobs(logits: jnp.ndarray, tokens: jnp.ndarray, n: int) -> tuple[jnp.
     chosen = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
     best_logprobs, best_ids = jax.lax.top_k(logprobs, n)
     return chosen, best_ids.astype(jnp.int32), best_logprobs
+
+
+def pick_tokens(logits: jnp.ndarray, keys: jax.Array, temperature: jnp.ndarray, top_k: jnp.ndarray,
+                top_p: jnp.ndarray, want_logprobs: jnp.ndarray, n: int):
+    """(tokens, chosen logprobs, best ids, best logprobs) for logits (B, V). The sort that sampling needs and the
+    log-softmax that logprobs need run only when some row asks for them (`lax.cond`: a greedy batch that wants
+    no logprobs costs one argmax); rows that did not ask get zeros."""
+    B = logits.shape[0]
+    tokens = jax.lax.cond(jnp.any(temperature > 0), sample_rows,
+                          lambda lg, *_: jnp.argmax(lg, axis=-1).astype(jnp.int32),
+                          logits, keys, temperature, top_k, top_p)
+    empty = (jnp.zeros((B,), jnp.float32), jnp.zeros((B, n), jnp.int32), jnp.zeros((B, n), jnp.float32))
+    chosen, best_ids, best_logprobs = jax.lax.cond(jnp.any(want_logprobs), lambda: top_logprobs(logits, tokens, n),
+                                                   lambda: empty)
+    return tokens, chosen, best_ids, best_logprobs
