@@ -40,12 +40,21 @@ FORMATS = ("text", "dolly", "alpaca")  # --format: how a record becomes document
 INSTRUCTION_FORMATS = ("dolly", "alpaca")
 
 # `INSTRUCTION_TEMPLATE` as a Jinja chat template (stored in the tokenizer: tokenizer_config.json /
-# chat_template.jinja). Messages: one "user" message (the instruction), an optional "system" message (the
-# context / input: what Dolly calls context and Alpaca input), an optional "assistant" message (the
-# response). `add_generation_prompt=True` ends the text with "### Response:\n", where the model answers.
-# The answer sits in a {% generation %} block, so `return_assistant_tokens_mask=True` marks its tokens.
+# chat_template.jinja). A conversation is a list of turns; a turn is one "user" message (the instruction), an
+# optional "system" message before or after it (the context / input: what Dolly calls context and Alpaca
+# input), and the "assistant" message (the response). Each answered turn is a complete training document
+# followed by `eos_token`, exactly as training joins documents; the last turn is left open: with
+# `add_generation_prompt=True` the text ends with "### Response:\n", where the model answers (or, when the
+# last message is the assistant's, after its response with no eos). So a single turn renders as before.
+# Answers sit in {% generation %} blocks, so `return_assistant_tokens_mask=True` marks their tokens.
 # No bos token in the text: prompt ids are [<|endoftext|>] + the template's ids, as for every document.
 CHAT_TEMPLATE = """\
+{%- macro block(instruction, context) -%}
+    {{- '### Instruction:\\n' + instruction + '\\n\\n' -}}
+    {%- if context and context.strip() -%}
+        {{- '### Input:\\n' + context + '\\n\\n' -}}
+    {%- endif -%}
+{%- endmacro -%}
 {%- set ns = namespace(instruction=none, context=none, response=none) -%}
 {%- for message in messages -%}
     {%- if message['content'] is not string -%}
@@ -54,21 +63,24 @@ CHAT_TEMPLATE = """\
         {%- set ns.instruction = message['content'] -%}
     {%- elif message['role'] == 'system' and ns.context is none -%}
         {%- set ns.context = message['content'] -%}
-    {%- elif message['role'] == 'assistant' and ns.response is none and ns.instruction is not none -%}
+    {%- elif message['role'] == 'assistant' and ns.instruction is not none and loop.last -%}
         {%- set ns.response = message['content'] -%}
+    {%- elif message['role'] == 'assistant' and ns.instruction is not none -%}
+        {{- block(ns.instruction, ns.context) + '### Response:\\n' -}}
+        {%- generation -%}{{- message['content'] -}}{%- endgeneration -%}
+        {{- eos_token -}}
+        {%- set ns.instruction = none -%}
+        {%- set ns.context = none -%}
     {%- else -%}
-        {{- raise_exception('PyGPT chat template: expected one user message (the instruction), optionally one '
-                            'system message (its context) and one assistant message (the response) after the '
-                            'user message; got an unexpected ' + message['role'] + ' message') -}}
+        {{- raise_exception('PyGPT chat template: each turn is one user message (the instruction), optionally '
+                            'one system message (its context), then one assistant message (the response); got an '
+                            'unexpected ' + message['role'] + ' message') -}}
     {%- endif -%}
 {%- endfor -%}
 {%- if ns.instruction is none -%}
-    {{- raise_exception('PyGPT chat template: no user message (the instruction)') -}}
+    {{- raise_exception('PyGPT chat template: no user message (the instruction) in the last turn') -}}
 {%- endif -%}
-{{- '### Instruction:\\n' + ns.instruction + '\\n\\n' -}}
-{%- if ns.context and ns.context.strip() -%}
-    {{- '### Input:\\n' + ns.context + '\\n\\n' -}}
-{%- endif -%}
+{{- block(ns.instruction, ns.context) -}}
 {%- if ns.response is not none -%}
     {{- '### Response:\\n' -}}{%- generation -%}{{- ns.response -}}{%- endgeneration -%}
 {%- elif add_generation_prompt -%}

@@ -1,0 +1,172 @@
+"""`scripts/benchmark.py serve`: the server under a bounded load on loopback, batched vs one at a time.
+
+For each model shape (random weights, a tokenizer trained on the embedded corpus, saved to a temp folder),
+`scripts/serve.py` runs in a subprocess on a free loopback port, twice: continuous batching with 16 slots, and
+`--max-batch 1` (one request at a time). A load generator (asyncio + httpx, in this process) runs 1, 4 and 16
+concurrent clients, each
+sending a fixed number of streamed greedy completions of `--new-tokens` tokens (`ignore_eos`, so each runs
+its full length), and prints requests/s, generated tokens/s, time to first token and p50/p99 latency. The
+ceiling is the model's own jitted `generate` at batch 16 on the same prompts. It also checks that every
+stream's greedy text is the same batched as alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {"default": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 128, "vocab_size": 1024},
+          "6x384": {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_positions": 256, "vocab_size": 1024}}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=2, help="requests per client (default 2)")
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--steps-per-call", type=int, default=8, help="scripts/serve.py --steps-per-call")
+
+
+def _percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class _Server:
+    """scripts/serve.py on `folder`, in a subprocess on a free loopback port."""
+
+    def __init__(self, folder: str, max_batch: int, steps_per_call: int):
+        command = [sys.executable, str(ROOT / "scripts" / "serve.py"), "--model", folder, "--port", "0", "--no-page",
+                   "--served-model-name", "bench", "--max-batch", str(max_batch), "--steps-per-call", str(steps_per_call)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for line in self.process.stdout:
+            if line.startswith("API:"):
+                self.url = line.split()[1].removesuffix("/v1")
+                return
+        raise RuntimeError(f"scripts/serve.py exited ({self.process.wait()}) before it was ready")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+async def _load(url: str, prompts: list[list[int]], clients: int, requests: int, new_tokens: int):
+    """Each client sends `requests` streamed completions one after another; returns per-request records."""
+    import json
+
+    import httpx
+
+    records = []
+
+    async def client(c: int, http: httpx.AsyncClient):
+        for r in range(requests):
+            prompt = prompts[(c * requests + r) % len(prompts)]
+            body = {"model": "bench", "prompt": prompt, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+                    "ignore_eos": True, "stream_options": {"include_usage": True}}
+            start, first, text, tokens = time.perf_counter(), None, "", 0
+            async with http.stream("POST", url + "/v1/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    if chunk.get("usage"):
+                        tokens = chunk["usage"]["completion_tokens"]
+                    for choice in chunk["choices"]:
+                        if first is None and choice["text"]:
+                            first = time.perf_counter()
+                        text += choice["text"]
+            end = time.perf_counter()
+            records.append({"prompt": tuple(prompt), "ttft": (first or end) - start, "latency": end - start,
+                            "tokens": tokens, "text": text})
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
+        wall = time.perf_counter() - start
+    return records, wall
+
+
+def _generate_ceiling(model, prompts, new_tokens: int, repeats: int = 3) -> float:
+    """Tokens/s of the model's own jitted greedy `generate` at batch len(prompts) (eos never triggers)."""
+    import jax
+    import numpy as np
+
+    ids = np.asarray(prompts, np.int32)
+    vocab = model.config.vocab_size
+    run = jax.jit(lambda x: model.generate(x, max_length=ids.shape[1] + new_tokens, do_sample=False,
+                                           eos_token_id=vocab + 7, pad_token_id=0).sequences)
+    run(ids).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(ids).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return len(prompts) * new_tokens / statistics.median(times)
+
+
+def run(args) -> None:
+    import numpy as np
+
+    from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
+    from pygpt_hf.bpe import train_tokenizer
+    from pygpt_hf.training.sources import embedded_corpus_path  # the benchmark script may read the corpus
+
+    with open(embedded_corpus_path(), encoding="utf-8") as corpus:
+        lines = [line for line in corpus.read().splitlines() if line.strip()]
+    for shape_name in args.shapes:
+        shape = SHAPES[shape_name]
+        model = FlaxPyGPTForCausalLM(PyGPTConfig(**shape), seed=0)
+        rng = np.random.default_rng(0)
+        prompts = [[256] + rng.integers(258, shape["vocab_size"], args.prompt_tokens - 1).tolist() for _ in range(16)]
+        print(f"\n== {shape_name}: {shape['n_layer']}x{shape['n_embd']}, n_positions {shape['n_positions']}, "
+              f"prompt {args.prompt_tokens} + {args.new_tokens} new tokens, {args.requests} requests per client",
+              flush=True)
+        ceiling = _generate_ceiling(model, prompts, args.new_tokens)
+        results, texts = {}, {}
+        with tempfile.TemporaryDirectory(prefix="pygpt-serve-bench-") as folder:
+            model.save_pretrained(folder)
+            train_tokenizer(lines[:4000], vocab_size=shape["vocab_size"], show_progress=False).save_pretrained(folder)
+            for label, slots in (("batched", 16), ("one-at-a-time", 1)):
+                server = _Server(folder, slots, args.steps_per_call)
+                try:
+                    asyncio.run(_load(server.url, prompts, slots, 1, args.new_tokens))  # compile, warm up
+                    for clients in args.clients:
+                        records, wall = asyncio.run(_load(server.url, prompts, clients, args.requests, args.new_tokens))
+                        results[label, clients] = records, wall
+                        for record in records:
+                            texts.setdefault((label, record["prompt"]), record["text"])
+                finally:
+                    server.stop()
+        _report(results, texts, ceiling, max(args.clients))
+
+
+def _report(results: dict, texts: dict, ceiling: float, top: int) -> None:
+    print(f"{'server':<15}{'clients':>8}{'req/s':>8}{'tok/s':>9}{'TTFT p50':>10}{'p99':>8}"
+          f"{'latency p50':>13}{'p99':>8}")
+    for (label, clients), (records, wall) in results.items():
+        ttft = [r["ttft"] for r in records]
+        latency = [r["latency"] for r in records]
+        tokens = sum(r["tokens"] for r in records)
+        print(f"{label:<15}{clients:>8}{len(records) / wall:>8.2f}{tokens / wall:>9.0f}"
+              f"{_percentile(ttft, .5):>9.3f}s{_percentile(ttft, .99):>7.3f}s"
+              f"{_percentile(latency, .5):>12.3f}s{_percentile(latency, .99):>7.3f}s")
+
+    def rate(label):
+        records, wall = results[label, top]
+        return sum(r["tokens"] for r in records) / wall
+
+    same = all(text == texts[("one-at-a-time", prompt)] for (label, prompt), text in texts.items()
+               if label == "batched" and ("one-at-a-time", prompt) in texts)
+    print(f"generate() at batch 16 (jitted, the ceiling): {ceiling:,.0f} tok/s")
+    print(f"at {top} clients: batched / one-at-a-time = {rate('batched') / rate('one-at-a-time'):.2f}x "
+          f"(target >= 2x); batched / generate(batch 16) = {rate('batched') / ceiling:.0%} (target >= 80%)")
+    print(f"every stream's greedy text the same batched and alone: {'yes' if same else 'NO'}", flush=True)

@@ -1,0 +1,578 @@
+"""The model's one worker: a background thread that owns the model and runs every request.
+
+The HTTP handlers never touch the model. They `submit` a `Request` (prompt ids + `SamplingParams`) and
+receive `Token` events and one `Finished` event through the request's callback, called from this thread;
+`cancel` (a client went away) frees the request's slot before the next step.
+
+`FlaxBatchEngine` is continuous batching over S slots, with the model's own KV cache and no change to it:
+
+    cache:    (S, L, H, D) per layer, one row per slot; ONE write column `pos` shared by all rows
+              (the model's `cache_index` is a scalar), so every decode step writes every row at column pos.
+    slot i:   its tokens sit contiguously in columns [start_i, pos) of row i; the step's attention_mask
+              opens exactly those columns (and pos) for row i, and position_ids are pos - start_i, so the row
+              computes what it would compute alone (K and V do not depend on the column they sit in,
+              rope included).
+    join:     a new prompt (T tokens) is prefilled alone in a cache of a bucket length Tb >= T (left-padded,
+              so a handful of lengths compile), and its Tb columns are copied into its row ending at pos:
+              start_i = pos - T (the padding lands left of start_i, masked).
+    shift:    when the next call would run past column L, every row is rolled left by the smallest start among
+              live slots (a live slot is shorter than n_positions, and L = n_positions + K, so there is always
+              room); before a join that needs pos >= Tb, rows are rolled right instead.
+    leave:    a slot that finished (eos, max_tokens) or was cancelled is only marked free; its row is reused.
+
+So one jitted call of K decode steps of shape (S, 1) serves every live request, requests join and leave
+between calls, and each row's tokens are what the model gives for that prompt alone (greedy:
+`generate(do_sample=False)`).
+
+`TorchEngine` serves the PyTorch twin one request at a time through `model.generate` itself.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
+WINDOW_STEP = 32  # decode windows are multiples of this many cache columns
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: int = 0
+    ignore_eos: bool = False  # keep generating after <|endoftext|> (benchmarks: every request runs max_tokens)
+    logprobs: bool = False  # report each token's logprob and the TOP_LOGPROBS alternatives (else 0.0 and ())
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    logprob: float  # the model's log-probability of this token (before temperature and filters), if asked
+    top: tuple[tuple[int, float], ...]  # the TOP_LOGPROBS most likely (id, logprob) at this position, if asked
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "eos", "length", "cancelled" or "error"
+    message: str = ""
+
+
+@dataclass(eq=False)
+class Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[Token | Finished], None]
+    eos_token_id: int | None = None
+    cancelled: bool = False
+    generated: int = field(default=0, init=False)
+
+
+@dataclass(eq=False)
+class ScoreJob:
+    """Log-probabilities of a prompt's own tokens (echo), answered through `future`: a list with None for the
+    first token, then (logprob, top pairs) for each next token."""
+
+    prompt_ids: list[int]
+    future: Future
+
+
+class Engine:
+    """The worker thread and its inbox; subclasses implement `_run`."""
+
+    def __init__(self):
+        self._inbox: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name=type(self).__name__, daemon=True)
+        self._closed = False
+        self._error: str | None = None  # set when the worker stopped: every later job fails with it
+
+    def start(self) -> Engine:
+        self._thread.start()
+        return self
+
+    def submit(self, job: Request | ScoreJob) -> None:
+        if self._error is not None:
+            _fail(job, self._error)
+        else:
+            self._inbox.put(job)
+
+    def cancel(self, request: Request) -> None:
+        """Free the request's slot before the next step (a client disconnected)."""
+        request.cancelled = True
+        self._inbox.put(None)  # wakes an idle worker
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(None)
+        self._thread.join(timeout=10)
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except BaseException:  # the worker must never die silently: fail what is in flight, then say why
+            traceback.print_exc()
+            self._error = "the model worker stopped after an internal error (see the server's log)"
+            for job in self._in_flight():
+                _fail(job, self._error)
+            self._fail_all(self._error)
+            raise
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _in_flight(self) -> list:
+        """The requests the worker holds outside its inbox (to fail them if it stops)."""
+        return []
+
+    def _fail_all(self, message: str) -> None:
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            _fail(job, message)
+
+
+def _fail(job, message: str) -> None:
+    if isinstance(job, Request):
+        job.on_event(Finished("error", message))
+    elif isinstance(job, ScoreJob) and not job.future.done():
+        job.future.set_exception(RuntimeError(message))
+
+
+def _top(ids, logprobs, n: int = TOP_LOGPROBS) -> tuple[tuple[int, float], ...]:
+    return tuple((int(i), float(lp)) for i, lp in zip(ids[:n], logprobs[:n]))
+
+
+def _finish_reason(request: Request, token_id: int) -> str | None:
+    if token_id == request.eos_token_id and not request.params.ignore_eos:
+        return "eos"
+    if request.generated >= request.params.max_tokens:
+        return "length"
+    return None
+
+
+def bucket_length(n: int, limit: int, smallest: int = 16) -> int:
+    """The padded length for n tokens: a power of two (>= smallest), at most `limit`."""
+    length = smallest
+    while length < n:
+        length *= 2
+    return min(length, limit)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flax: continuous batching
+
+
+@dataclass(eq=False)
+class _Slot:
+    request: Request
+    start: int  # the cache column of its first prompt token
+    key: np.ndarray  # the request's PRNG key (from its seed)
+
+
+class FlaxBatchEngine(Engine):
+    """Continuous batching for a Flax causal LM with `slots` rows; each dispatch runs `steps_per_call` decode
+    steps in one jitted `lax.scan` (requests join and leave between calls; a row that finishes mid-call has its
+    remaining tokens dropped), so the per-call overhead is paid once per few tokens, as inside `generate`'s own
+    loop. The cache has n_positions + steps_per_call columns: a live slot is always shorter than n_positions, so
+    the shift before a call that would run past the end always frees enough columns."""
+
+    def __init__(self, model, params=None, slots: int = 16, steps_per_call: int = 8):
+        import jax
+
+        from ..streaming import context_length
+
+        super().__init__()
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}")
+        self.model = model
+        self.params = model.params if params is None else params
+        self.n_positions = context_length(model.config)
+        self.slots = slots
+        self.steps_per_call = steps_per_call
+        self.cache_len = self.n_positions + steps_per_call
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("window",))
+        self._prefill = jax.jit(self._prefill_fn)
+        self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
+        self._roll = jax.jit(self._roll_fn, donate_argnums=(0,))
+        self._score = jax.jit(self._score_fn)
+        self.cache = None  # made on the worker thread
+        self.pos = 0
+        self.rows: list[_Slot | None] = [None] * slots
+        self.waiting: deque[Request] = deque()
+        self.steps = 0  # decode steps run (for tests and logs)
+        self.shifts = 0
+
+    # ---- jitted pieces ----------------------------------------------------------------------------------
+
+    def _decode_fn(self, params, cache, tokens, counters, pos, window_start, starts, live, keys, temperature,
+                   top_k, top_p, want_logprobs, window: int):
+        """steps_per_call decode steps over all rows: per step (tokens, logprobs, best ids, best logprobs),
+        stacked (K, S, ...), and the new cache, next tokens and PRNG counters.
+
+        The steps run on a window of `window` cache columns from `window_start` that holds every live slot and
+        the K new columns (copied out once, back once), so attention costs what the live slots need rather
+        than the whole cache; `window` is rounded up to WINDOW_STEP columns, so it compiles a few times.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        from .sampling import pick_tokens
+
+        def sliced(path, x):
+            return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x, window_start, window, axis=1)
+
+        def put_back(path, big, small):
+            return big if _is_index(path) else jax.lax.dynamic_update_slice_in_dim(big, small, window_start, axis=1)
+
+        cols = jnp.arange(window)[None, :]
+        starts = starts - window_start  # columns inside the window
+
+        def step(carry, i):
+            part, tokens, counters = carry
+            at = pos - window_start + i  # the shared write column of this step
+            mask = (cols >= starts[:, None]) & (cols <= at) & live[:, None]  # (S, W): the row's own columns
+            positions = jnp.clip(jnp.where(live, at - starts, 0), 0, self.n_positions - 1)[:, None]  # (S, 1)
+            out = self.model(tokens[:, None], attention_mask=mask.astype(jnp.int32), position_ids=positions,
+                             params=params, past_key_values=_with_index(part, at))
+            step_keys = jax.vmap(jax.random.fold_in)(keys, counters)
+            picked = pick_tokens(out.logits[:, -1], step_keys, temperature, top_k, top_p, want_logprobs, TOP_LOGPROBS)
+            return (out.past_key_values, picked[0], counters + 1), picked
+
+        part = jax.tree_util.tree_map_with_path(sliced, cache)
+        (part, tokens, counters), picked = jax.lax.scan(step, (part, tokens, counters), jnp.arange(self.steps_per_call))
+        return picked, jax.tree_util.tree_map_with_path(put_back, cache, part), tokens, counters
+
+    def _prefill_fn(self, params, ids, length, key, temperature, top_k, top_p):
+        """One prompt, left-padded to its bucket Tb: (first token, its logprobs) and the prompt's (1, Tb) cache."""
+        import jax
+        import jax.numpy as jnp
+
+        from .sampling import pick_tokens
+
+        Tb = ids.shape[1]
+        pad = Tb - length
+        cols = jnp.arange(Tb)[None, :]
+        cache = self.model.init_cache(1, Tb)
+        out = self.model(ids, attention_mask=(cols >= pad).astype(jnp.int32), position_ids=jnp.maximum(cols - pad, 0),
+                         params=params, past_key_values=cache)
+        logits = out.logits[:, -1]
+        picked = pick_tokens(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None], top_p[None],
+                             jnp.ones((1,), bool), TOP_LOGPROBS)
+        return picked, out.past_key_values
+
+    @staticmethod
+    def _insert_fn(cache, prompt_cache, row, col):
+        import jax
+
+        def put(path, big, small):
+            if _is_index(path):
+                return big
+            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (row, col, 0, 0))
+
+        return jax.tree_util.tree_map_with_path(put, cache, prompt_cache)
+
+    @staticmethod
+    def _roll_fn(cache, shift):
+        import jax
+        import jax.numpy as jnp
+
+        return jax.tree_util.tree_map_with_path(lambda p, x: x if _is_index(p) else jnp.roll(x, -shift, axis=1), cache)
+
+    def _score_fn(self, params, ids, mask):
+        """Log-probabilities of each next token of a right-padded prompt (1, Tb), and the best alternatives."""
+        import jax
+        import jax.numpy as jnp
+
+        logits = self.model(ids, attention_mask=mask, params=params).logits[0, :-1].astype(jnp.float32)  # (Tb-1, V)
+        logprobs = jax.nn.log_softmax(logits, axis=-1)
+        chosen = jnp.take_along_axis(logprobs, ids[0, 1:, None], axis=-1)[:, 0]
+        best_logprobs, best_ids = jax.lax.top_k(logprobs, TOP_LOGPROBS)
+        return chosen, best_ids, best_logprobs
+
+    def _in_flight(self) -> list:
+        return [slot.request for slot in self.rows if slot is not None] + list(self.waiting)
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    # One decode step is kept in flight: step k+1 is dispatched (jax runs it asynchronously) before step k's
+    # tokens are read back and handed to the clients, so the Python work overlaps the model's. The tokens and
+    # PRNG counters that feed the next step never leave the device; a slot that finished at step k has one
+    # wasted row in step k+1, whose output is dropped (the row's slot is no longer the one it was run for).
+
+    def _run(self) -> None:
+        import jax.numpy as jnp
+
+        S = self.slots
+        self.cache = self.model.init_cache(S, self.cache_len)
+        self.tokens = jnp.zeros((S,), jnp.int32)  # on device: the token each row feeds next
+        self.counters = jnp.zeros((S,), jnp.uint32)  # on device: how many tokens each row has sampled
+        self._settings = None  # per-row (starts, live, keys, temperature, top_k, top_p) on device; None = stale
+        pending = None
+        while not self._closed:
+            self._read_inbox(block=pending is None and not self.waiting and not any(self.rows))
+            for row, slot in enumerate(self.rows):
+                if slot is not None and slot.request.cancelled:
+                    self._leave(row, "cancelled")
+            for request in [r for r in self.waiting if r.cancelled]:
+                self.waiting.remove(request)
+                request.on_event(Finished("cancelled"))
+            while self.waiting and None in self.rows:
+                self._join(self.rows.index(None), self.waiting.popleft())
+            dispatched = self._dispatch() if any(self.rows) else None
+            if pending is not None:
+                self._deliver(*pending)
+            pending = dispatched
+
+    def _read_inbox(self, block: bool) -> None:
+        while True:
+            try:
+                job = self._inbox.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if isinstance(job, Request):
+                self.waiting.append(job)
+            elif isinstance(job, ScoreJob):
+                self._run_score(job)
+
+    def _join(self, row: int, request: Request) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        T = len(request.prompt_ids)
+        Tb = bucket_length(T, self.cache_len)
+        if not any(self.rows):
+            self.pos = Tb  # nothing else lives in the cache: start afresh
+        elif self.pos < Tb:
+            self._shift(self.pos - Tb)  # room on the left for the prompt: roll every row right
+        p = request.params
+        key = jax.random.PRNGKey(p.seed)
+        ids = jnp.asarray([[0] * (Tb - T) + request.prompt_ids], dtype=jnp.int32)
+        (first, logprob, best_ids, best_lps), prompt_cache = self._prefill(
+            self.params, ids, jnp.int32(T), key, jnp.float32(p.temperature), jnp.int32(p.top_k), jnp.float32(p.top_p))
+        self.cache = self._insert(self.cache, prompt_cache, jnp.int32(row), jnp.int32(self.pos - Tb))
+        self.tokens = self.tokens.at[row].set(first[0])
+        self.counters = self.counters.at[row].set(1)
+        slot = _Slot(request, start=self.pos - T, key=np.asarray(key))
+        self.rows[row] = slot
+        self._settings = None
+        self._emit(row, int(first[0]), float(logprob[0]), _top(np.asarray(best_ids[0]), np.asarray(best_lps[0])))
+
+    def _shift(self, shift: int) -> None:
+        """Roll every row left by `shift` columns (right when negative); the slots' starts move with them."""
+        import jax.numpy as jnp
+
+        self.cache = self._roll(self.cache, jnp.int32(shift))
+        self.pos -= shift
+        for slot in self.rows:
+            if slot is not None:
+                slot.start -= shift
+        self._settings = None
+        self.shifts += 1
+
+    def _device_settings(self):
+        import jax.numpy as jnp
+
+        if self._settings is None:
+            def column(f, dtype, empty=0):
+                return jnp.asarray(np.array([f(s) if s else empty for s in self.rows], dtype=dtype))
+
+            self._settings = (
+                column(lambda s: s.start, np.int32), jnp.asarray(np.array([s is not None for s in self.rows])),
+                jnp.asarray(np.stack([s.key if s else np.zeros(2, np.uint32) for s in self.rows])),
+                column(lambda s: s.request.params.temperature, np.float32),
+                column(lambda s: s.request.params.top_k, np.int32),
+                column(lambda s: s.request.params.top_p, np.float32, 1.0),
+                column(lambda s: s.request.params.logprobs, bool, False))
+        return self._settings
+
+    def _dispatch(self):
+        """Start one decode step over every row; returns what `_deliver` needs once its results are read."""
+        import jax.numpy as jnp
+
+        K = self.steps_per_call
+        if self.pos + K > self.cache_len:
+            self._shift(min(slot.start for slot in self.rows if slot is not None))
+        first = min(slot.start for slot in self.rows if slot is not None)
+        window = min(-(-(self.pos + K - first) // WINDOW_STEP) * WINDOW_STEP, self.cache_len)
+        window_start = min(first, self.cache_len - window)
+        outputs, self.cache, self.tokens, self.counters = self._decode(
+            self.params, self.cache, self.tokens, self.counters, jnp.int32(self.pos), jnp.int32(window_start),
+            *self._device_settings(), window=window)
+        self.pos += self.steps_per_call
+        self.steps += self.steps_per_call
+        return outputs, list(self.rows)
+
+    def _deliver(self, outputs, rows_then) -> None:
+        tokens, logprobs, best_ids, best_lps = (np.asarray(x) for x in outputs)  # (K, S, ...): waits for the call
+        for k in range(self.steps_per_call):
+            for row, slot in enumerate(rows_then):
+                if slot is not None and self.rows[row] is slot:  # still the slot this row was computed for
+                    asked = slot.request.params.logprobs
+                    self._emit(row, int(tokens[k, row]), float(logprobs[k, row]) if asked else 0.0,
+                               _top(best_ids[k, row], best_lps[k, row]) if asked else ())
+
+    def _emit(self, row: int, token_id: int, logprob: float, top) -> None:
+        slot = self.rows[row]
+        request = slot.request
+        request.generated += 1
+        request.on_event(Token(token_id, logprob, top))
+        reason = _finish_reason(request, token_id)
+        if reason is not None:
+            self._leave(row, reason)
+
+    def _leave(self, row: int, reason: str) -> None:
+        request = self.rows[row].request
+        self.rows[row] = None
+        self._settings = None
+        request.on_event(Finished(reason))
+
+    def _run_score(self, job: ScoreJob) -> None:
+        import jax.numpy as jnp
+
+        try:
+            T = len(job.prompt_ids)
+            Tb = bucket_length(T, self.n_positions)
+            ids = jnp.asarray([job.prompt_ids + [0] * (Tb - T)], dtype=jnp.int32)
+            mask = jnp.asarray([[1] * T + [0] * (Tb - T)], dtype=jnp.int32)
+            chosen, best_ids, best_lps = (np.asarray(x) for x in self._score(self.params, ids, mask))
+            job.future.set_result([None] + [(float(chosen[t]), _top(best_ids[t], best_lps[t])) for t in range(T - 1)])
+        except Exception as err:  # noqa: BLE001  a failed score answers its own request only
+            job.future.set_exception(err)
+
+
+def _is_index(path) -> bool:
+    return getattr(path[-1], "key", None) == "cache_index"
+
+
+def _with_index(cache, pos):
+    """The cache with every layer's write position (`cache_index`) set to pos."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map_with_path(lambda p, x: jnp.asarray(pos, x.dtype) if _is_index(p) else x, cache)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PyTorch: one request at a time through generate
+
+
+class TorchEngine(Engine):
+    """The PyTorch twin, one request at a time through `model.generate`, streamed token by token.
+
+    The sampling filters are passed as our own processor list after a first processor that records the raw
+    log-probabilities of every step, so `logprobs` are the model's, as on the Flax side.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def _run(self) -> None:
+        while not self._closed:
+            job = self._inbox.get()
+            if isinstance(job, ScoreJob):
+                self._run_score(job)
+            elif isinstance(job, Request):
+                if job.cancelled:
+                    job.on_event(Finished("cancelled"))
+                    continue
+                try:
+                    self._generate(job)
+                except Exception as err:  # noqa: BLE001  one failed request answers its own client only
+                    traceback.print_exc()
+                    job.on_event(Finished("error", f"generation failed: {type(err).__name__}"))
+
+    def _generate(self, request: Request) -> None:
+        import torch
+        from transformers import (
+            LogitsProcessor,
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+        from transformers.generation.streamers import BaseStreamer
+
+        p = request.params
+        steps: list[torch.Tensor] = []  # raw log-probabilities of each step, (V,)
+
+        class RecordLogprobs(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                steps.append(torch.log_softmax(scores[0].float(), dim=-1))
+                return scores
+
+        class Emit(BaseStreamer):
+            prompt_seen = False
+            last = None
+
+            def put(self, value):
+                if not self.prompt_seen:  # generate first puts the prompt
+                    self.prompt_seen = True
+                    return
+                token_id = self.last = int(value.reshape(-1)[0])
+                logprobs = steps[-1]
+                best = torch.topk(logprobs, TOP_LOGPROBS)
+                request.generated += 1
+                request.on_event(Token(token_id, float(logprobs[token_id]),
+                                       _top(best.indices.tolist(), best.values.tolist())))
+
+            def end(self):
+                pass
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), request.cancelled, dtype=torch.bool)
+
+        processors = [RecordLogprobs()]
+        sampling = {"do_sample": False}
+        if p.temperature > 0:
+            processors.append(TemperatureLogitsWarper(p.temperature))
+            if p.top_k:
+                processors.append(TopKLogitsWarper(p.top_k))
+            if p.top_p < 1:
+                processors.append(TopPLogitsWarper(p.top_p))
+            sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+        torch.manual_seed(p.seed)
+        input_ids = torch.tensor([request.prompt_ids], dtype=torch.long)
+        eos = None if p.ignore_eos else request.eos_token_id
+        emit = Emit()
+        with torch.no_grad():
+            self.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=p.max_tokens,
+                logits_processor=LogitsProcessorList(processors), stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                streamer=emit, eos_token_id=eos if eos is not None else [], pad_token_id=request.eos_token_id,
+                **sampling,
+            )
+        if request.cancelled:
+            request.on_event(Finished("cancelled"))
+        else:
+            request.on_event(Finished("eos" if emit.last == eos else "length"))
+
+    def _run_score(self, job: ScoreJob) -> None:
+        import torch
+
+        try:
+            with torch.no_grad():
+                logits = self.model(torch.tensor([job.prompt_ids], dtype=torch.long)).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            chosen = logprobs.gather(-1, torch.tensor(job.prompt_ids[1:])[:, None])[:, 0].tolist()
+            best = torch.topk(logprobs, TOP_LOGPROBS, dim=-1)
+            job.future.set_result([None] + [(chosen[t], _top(best.indices[t].tolist(), best.values[t].tolist()))
+                                            for t in range(len(chosen))])
+        except Exception as err:  # noqa: BLE001  answers its own request only
+            job.future.set_exception(err)

@@ -1,0 +1,71 @@
+"""A model folder or Hub repo -> what the server serves (`Served`), in Flax or PyTorch."""
+
+from __future__ import annotations
+
+import os
+
+from .app import Served
+
+
+class LoadError(Exception):
+    """The model cannot be served (the message says why and what to do)."""
+
+
+TRAIN_COMMAND = "python scripts/train.py"
+DEFAULT_MODEL = "runs/pygpt"  # where the README's main command (TRAIN_COMMAND) writes its model
+
+
+def check_model_location(name: str) -> str:
+    """The local folder for `name`, or `name` itself as a Hub repo id; plain errors before any heavy import."""
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise LoadError(f"--model {name}: the folder has no config.json, so it is not a saved model "
+                            "(point it at what scripts/train.py or save_pretrained wrote)")
+        return path
+    if os.path.exists(path):
+        raise LoadError(f"--model {name}: is a file; give the model's folder")
+    if name == DEFAULT_MODEL or name.startswith((".", "/", "~")) or name.count("/") != 1 \
+            or os.path.isdir(name.split("/")[0]):  # "runs/x" with a local runs/ folder is a path, not a repo
+        raise LoadError(f"--model {name}: there is no such model folder (and it is not a Hub repo id user/name). "
+                        f"Train one first: {TRAIN_COMMAND}  (it writes {DEFAULT_MODEL})")
+    return name
+
+
+def load_served(model: str, framework: str = "flax", served_model_name: str | None = None, slots: int = 16,
+                steps_per_call: int = 8) -> Served:
+    """Config, tokenizer and weights of `model`, and the engine started on them."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    import pygpt_hf  # noqa: F401  registers PyGPT with the Auto classes
+
+    from ..streaming import context_length
+    from .engine import FlaxBatchEngine, TorchEngine
+
+    location = check_model_location(model)
+    try:
+        config = AutoConfig.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise LoadError(f"--model {model}: cannot read its config and tokenizer: {err}") from err
+    if tokenizer.eos_token_id is None:
+        raise LoadError(f"--model {model}: the tokenizer has no eos token, so generation could not stop")
+    try:
+        if framework == "torch":
+            try:
+                import torch  # noqa: F401
+            except ImportError as err:
+                raise LoadError("--framework torch needs PyTorch: pip install 'pygpt-hf[torch]'") from err
+            from transformers import AutoModelForCausalLM
+
+            engine = TorchEngine(AutoModelForCausalLM.from_pretrained(location).eval())
+        else:
+            from transformers import FlaxAutoModelForCausalLM
+
+            engine = FlaxBatchEngine(FlaxAutoModelForCausalLM.from_pretrained(location), slots=slots,
+                                     steps_per_call=steps_per_call)
+    except (OSError, ValueError) as err:
+        raise LoadError(f"--model {model}: cannot load the weights: {err}") from err
+    name = served_model_name or (os.path.basename(os.path.normpath(model)) if os.path.isdir(location) else model)
+    return Served(name=name, tokenizer=tokenizer, engine=engine.start(),
+                  n_positions=context_length(config))
