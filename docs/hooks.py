@@ -50,7 +50,7 @@ NPM_PACKAGES = {
 OPTIONAL_PAGES = {"architecture.md": "Architecture notes", "performance.md": "Performance notes"}
 
 FACT = re.compile(r"\{\{\s*facts\.(\w+)\s*\}\}")
-SOURCE = re.compile(r"^(?P<indent>[ \t]*)\{\{\s*source\(\"(?P<ref>[^\"]+)\"\)\s*\}\}[ \t]*$", re.M)
+SOURCE = re.compile(r"^(?P<indent>[ \t]*)\{\{\s*source\(\"(?P<ref>[^\"]+)\"\)\s*\}\}[ \t]*$", re.MULTILINE)
 SYMBOL_REF = re.compile(r"^(?P<path>(?:pygpt_hf|scripts)/[\w/]+\.py):(?P<symbol>[A-Za-z_][\w.]*)$")
 
 _facts: dict = {}
@@ -109,7 +109,7 @@ def fetch_vendor() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log.info("fetching %s with npm pack", ", ".join(NPM_PACKAGES))
         done = subprocess.run([npm, "pack", "--silent", "--pack-destination", tmp, *NPM_PACKAGES],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise PluginError(f"npm pack {' '.join(NPM_PACKAGES)} failed: {done.stderr.strip()[-2000:]}")
         staging = Path(tmp) / "vendor"

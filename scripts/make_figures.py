@@ -12,40 +12,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import logging
-
 import matplotlib
 
 # transformers 4.57 logs a deprecation notice when a Flax model is built; the pinned stack knows it already.
-logging.getLogger("transformers.modeling_flax_utils").addFilter(lambda record: "JAX classes" not in record.msg)
+logging.getLogger("transformers.modeling_flax_utils").addFilter(lambda record: "JAX classes" not in str(record.msg))
 matplotlib.use("Agg")  # files only, never a window
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
-from transformers.tokenization_utils_base import VERY_LARGE_INTEGER  # noqa: E402
-
-from pygpt_hf.bpe import FIRST_MERGE_ID, to_vocab_and_merges, train_bpe  # noqa: E402
-from pygpt_hf.configuration_pygpt import PyGPTConfig  # noqa: E402
-from pygpt_hf.modeling_flax_pygpt import (  # noqa: E402
+from pygpt_hf.bpe import FIRST_MERGE_ID, to_vocab_and_merges, train_bpe
+from pygpt_hf.configuration_pygpt import PyGPTConfig
+from pygpt_hf.modeling_flax_pygpt import (
     FlaxPyGPTForCausalLM,
     apply_rotary,
     rotary_cos_sin,
     sinusoidal_positions,
 )
-from pygpt_hf.tokenization_pygpt_fast import PyGPTTokenizerFast, build_backend_tokenizer  # noqa: E402
+from pygpt_hf.tokenization_pygpt_fast import PyGPTTokenizerFast, build_backend_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "pygpt_hf" / "data" / "tinyshakespeare.txt"
 SEED = 0
 VOCAB_SIZE = 512  # the small tokenizer every figure uses
-TINY = dict(n_positions=64, n_embd=64, n_layer=2, n_head=4, position_embedding_type="learned")
+TINY = {"n_positions": 64, "n_embd": 64, "n_layer": 2, "n_head": 4, "position_embedding_type": "learned"}
 STEPS, BATCH, LR, WARMUP = 150, 16, 3e-3, 20
 SENTENCE = "ROMEO:\nBut soft, what light through yonder window breaks?"
 DPI = 110
@@ -103,7 +101,7 @@ def figure_bpe(corpus: Corpus, out: Path, facts: dict) -> PyGPTTokenizerFast:
     ax.grid(alpha=0.3)
     save(fig, out, "bpe_compression.png")
 
-    show = lambda b: b.decode("utf-8", errors="replace")  # noqa: E731
+    show = lambda b: b.decode("utf-8", errors="replace")
     facts["bpe_vocab_size"] = FIRST_MERGE_ID + len(merges)
     facts["bpe_n_merges"] = len(merges)
     facts["bpe_first_merges"] = ", ".join(f"`{show(a + b)!r}`" for a, b in merges[:8])
@@ -147,7 +145,7 @@ def figure_rope(out: Path, facts: dict) -> None:
     a.add_patch(plt.Circle((0, 0), 1, fill=False, ls=":", color="gray"))
     for p in range(8):
         a.annotate("", xy=(rotated[p, 0], rotated[p, D // 2]), xytext=(0, 0),
-                   arrowprops=dict(arrowstyle="->", color=plt.cm.viridis(p / 8)))
+                   arrowprops={"arrowstyle": "->", "color": plt.cm.viridis(p / 8)})
         a.text(1.12 * rotated[p, 0], 1.12 * rotated[p, D // 2], str(p), ha="center", va="center")
     a.set_xlim(-1.4, 1.4)
     a.set_ylim(-1.4, 1.4)
@@ -324,12 +322,12 @@ def figure_sampling(model, params, tokenizer, out: Path, facts: dict) -> None:
 # Numbers of the default architecture
 
 
-def default_shape_facts(facts: dict) -> None:
+def default_shape_facts(out: Path, facts: dict) -> None:
     """Parameter count and FLOPs per token of `PyGPTConfig()`, from the model's own parameter tree and XLA."""
     config = PyGPTConfig()
     model = FlaxPyGPTForCausalLM(config, _do_init=False)
     shapes = jax.eval_shape(lambda rng: model.init_weights(rng, (1, 1)), jax.random.PRNGKey(0))  # no memory, no compute
-    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
     tree = shapes["transformer"]
     total, embedding, block = count(shapes), count(tree["wte"]), count(tree["h"]["0"])
     C, L, V, T, H = config.n_embd, config.n_layer, config.vocab_size, config.n_positions, config.n_head
@@ -358,6 +356,29 @@ def default_shape_facts(facts: dict) -> None:
         flops_train_per_token=f"{3 * formula / 1e6:.0f}",
         flops_attention_share=f"{4 * L * T * C / formula:.0%}",
     )
+    block_tree = tree["h"]["0"]
+    parts = {
+        "token embedding\n(= output layer)": embedding,
+        "attention\n(all layers)": L * count(block_tree["attn"]),
+        "MLP\n(all layers)": L * count(block_tree["mlp"]),
+        "LayerNorms": L * (count(block_tree["ln_1"]) + count(block_tree["ln_2"])) + count(tree["ln_f"]),
+    }
+    contexts = np.array([64, 128, 256, 512, 1024, 2048, 4096])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    a.barh(list(parts), [v / 1e6 for v in parts.values()], color="tab:blue")
+    a.set_xlabel("parameters (millions)")
+    a.set_title(f"PyGPTConfig(): {total / 1e6:.2f}M parameters")
+    a.invert_yaxis()
+    b.stackplot(contexts, [np.full(len(contexts), 2 * matmul_weights / 1e6), 4 * L * contexts * C / 1e6],
+                labels=["matmuls with weights: 2(12LC² + VC)", "attention scores and values: 4LTC"])
+    b.axvline(T, ls=":", color="gray")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("context length T")
+    b.set_ylabel("forward MFLOP per token")
+    b.set_title("where a token's FLOPs go")
+    b.legend(loc="upper left", fontsize=8)
+    save(fig, out, "params_flops.png")
+
     # The shapes of one attention layer's tensors for a batch of 2 sequences of 16 tokens.
     B, S = 2, 16
     facts.update(
@@ -409,7 +430,7 @@ def make_all(out_dir: str | Path, log=print) -> dict:
     timed(figure_learned, model, params, out)
     timed(figure_attention, model, params, tokenizer, out, facts)
     timed(figure_sampling, model, params, tokenizer, out, facts)
-    timed(default_shape_facts, facts)
+    timed(default_shape_facts, out, facts)
     timed(check_attention_shapes, facts)
     (out / "facts.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     log(f"make_figures: {len(list(out.glob('*.png')))} figures and {len(facts)} facts in {out} "
