@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from pygpt_hf.bpe import FIRST_MERGE_ID, to_vocab_and_merges, train_bpe
@@ -47,6 +48,8 @@ TINY = {"n_positions": 64, "n_embd": 64, "n_layer": 2, "n_head": 4, "position_em
 STEPS, BATCH, LR, WARMUP = 150, 16, 3e-3, 20
 SENTENCE = "ROMEO:\nBut soft, what light through yonder window breaks?"
 DPI = 110
+# GPT-2's pre-split (its GPT2Tokenizer hard-codes it), to compare with the GPT-4 pattern pygpt_hf uses.
+GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @dataclass
@@ -100,6 +103,16 @@ def figure_bpe(corpus: Corpus, out: Path, facts: dict) -> PyGPTTokenizerFast:
     ax.set_title("BPE compression on tinyshakespeare as merges are added")
     ax.grid(alpha=0.3)
     save(fig, out, "bpe_compression.png")
+
+    # The same training with GPT-2's split pattern, encoded through the same kind of pipeline.
+    gpt2_merges = train_bpe(paragraphs(corpus.train), VOCAB_SIZE, pattern=GPT2_SPLIT_PATTERN, show_progress=False)
+    vocab, merge_strings = to_vocab_and_merges(gpt2_merges)
+    gpt2 = Tokenizer(models.BPE(vocab=vocab, merges=merge_strings))
+    gpt2.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(GPT2_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    facts["bpe_bytes_per_token_gpt2_split"] = f"{len(corpus.held_out.encode()) / len(gpt2.encode(corpus.held_out).ids):.2f}"
 
     show = lambda b: b.decode("utf-8", errors="replace")
     facts["bpe_vocab_size"] = FIRST_MERGE_ID + len(merges)
@@ -301,7 +314,7 @@ def figure_sampling(model, params, tokenizer, out: Path, facts: dict) -> None:
     ids = [256] + tokenizer(prompt, split_special_tokens=True)["input_ids"]
     logits = jax.jit(lambda p, x: model(x, params=p).logits[0, -1])(params, jnp.array([ids]))  # (V,)
     order = np.argsort(-np.asarray(logits))[:15]
-    labels = [repr(tokenizer.decode([int(i)]))[1:-1] for i in order]
+    labels = [repr(tokenizer.decode([int(i)]))[1:-1].replace(" ", "␣") for i in order]  # spaces shown
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharey=True)
     for ax, temperature in zip(axes[:3], (0.5, 1.0, 2.0)):
         probs = np.asarray(jax.nn.softmax(logits / temperature))
@@ -354,6 +367,7 @@ def default_shape_facts(out: Path, facts: dict) -> None:
         params_embedding_share=f"{embedding / total:.0%}",
         flops_forward_formula=f"{formula / 1e6:.1f}", flops_forward_xla=f"{xla_per_token / 1e6:.1f}",
         flops_train_per_token=f"{3 * formula / 1e6:.0f}",
+        train_tokens_per_s_at_100_gflops=f"{100e9 / (3 * formula):,.0f}",
         flops_attention_share=f"{4 * L * T * C / formula:.0%}",
     )
     block_tree = tree["h"]["0"]
