@@ -81,6 +81,7 @@ def bytes_per_token(tokenizer, text: str) -> float:
 
 
 def save(fig, out: Path, name: str) -> None:
+    fig.tight_layout()
     fig.savefig(out / name, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
 
@@ -285,7 +286,7 @@ def train_tiny(tokenizer, corpus: Corpus, out: Path, facts: dict):
     a.set_xlabel("step")
     a.set_ylabel("cross-entropy (nats/token)")
     a.set_title(f"{config.n_layer}x{config.n_embd} on tinyshakespeare")
-    a.legend()
+    a.legend(loc="upper right")
     a.grid(alpha=0.3)
     b.plot([float(schedule(i)) for i in range(STEPS)])
     b.set_xlabel("step")

@@ -146,3 +146,19 @@ def test_nav_takes_optional_pages_when_present(tmp_path):
     config = {"docs_dir": str(docs), "nav": [{"Home": "index.md"}]}
     hooks.on_config(config)
     assert config["nav"][-1] == {"Notes": [{"Performance notes": "performance.md"}]}
+
+
+def test_hook_expands_facts_and_sources_and_names_the_page_of_a_bad_one():
+    from mkdocs.exceptions import PluginError
+
+    hooks = load_hooks()
+    hooks._facts.update({"answer": "42"})
+    page = type("Page", (), {"file": type("File", (), {"src_uri": "concepts/x.md"})()})()
+    markdown = 'It is {{ facts.answer }}.\n\n    {{ source("pygpt_hf/bpe.py:train_tokenizer") }}\n'
+    out = hooks.on_page_markdown(markdown, page=page, config={}, files=[])
+    assert out.startswith("It is 42.")
+    assert '    ```python title="pygpt_hf/bpe.py:train_tokenizer"\n    def train_tokenizer(' in out
+    with pytest.raises(PluginError, match=r"concepts/x.md: unknown fact 'nope'"):
+        hooks.on_page_markdown("{{ facts.nope }}", page=page, config={}, files=[])
+    with pytest.raises(PluginError, match=r"concepts/x.md: .*defines no missing"):
+        hooks.on_page_markdown('{{ source("pygpt_hf/bpe.py:missing") }}', page=page, config={}, files=[])
