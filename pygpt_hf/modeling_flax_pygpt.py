@@ -10,6 +10,7 @@ This file travels with saved checkpoints (remote code), so it imports only its s
 """
 
 import copy
+import numbers
 import os
 from functools import partial
 
@@ -356,16 +357,15 @@ def validate_flax_inputs(config: PyGPTConfig, input_ids, attention_mask=None, po
     vocabulary, positions in the context, how full the cache is) are checked only where they are concrete:
     inside your own `jax.jit` an out-of-range id is clamped by the embedding lookup, so check ids before.
     """
-    dtype, is_integer = _dtype_of(input_ids)
-    B, T = (tuple(input_ids.shape) + (0, 0))[:2] if input_ids.ndim == 2 else (0, 0)
     past, capacity = 0, None
     if past_key_values is not None:
         cache_batch, capacity = _cache_shape(past_key_values)
         index = _cache_length(past_key_values)
         past = int(index) if _is_concrete(index) else None  # traced inside generate's decoding loop
-        if input_ids.ndim == 2 and cache_batch != B:
-            raise ValueError(f"past_key_values holds a batch of {cache_batch} (init_cache), input_ids a batch of {B}")
-    check_token_ids(input_ids.shape, dtype, is_integer, config.n_positions, past or 0, capacity)
+    check_token_ids(input_ids.shape, *_dtype_of(input_ids), config.n_positions, past or 0, capacity)
+    B, T = input_ids.shape
+    if past_key_values is not None and cache_batch != B:
+        raise ValueError(f"past_key_values holds a batch of {cache_batch} (init_cache), input_ids a batch of {B}")
     if _is_concrete(input_ids):
         check_token_values(*_min_max(input_ids), config.vocab_size)
     if position_ids is not None:
@@ -427,9 +427,9 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
 
     def init_cache(self, batch_size: int, max_length: int) -> dict:
         """An empty KV cache for decoding up to `max_length` tokens (zeros of shape (B, max_length, H, D))."""
-        if not isinstance(batch_size, int) or batch_size <= 0:
+        if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
             raise ValueError(f"init_cache: batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(max_length, int) or not 0 < max_length <= self.config.n_positions:
+        if not isinstance(max_length, numbers.Integral) or not 0 < max_length <= self.config.n_positions:
             raise ValueError(f"init_cache: max_length must be in [1, n_positions={self.config.n_positions}], "
                              f"got {max_length!r}")
         input_ids = jnp.ones((batch_size, max_length), dtype="i4")

@@ -94,6 +94,19 @@ def check_json_files(resolved_files: dict) -> None:
                               f"re-download or re-save the tokenizer") from err
 
 
+def _encoding_options() -> set[str]:
+    """The options transformers' tokenizers name (transformers 5.x hands some of them down to tokenize)."""
+    import inspect
+
+    from transformers import PreTrainedTokenizerBase
+
+    names = set()
+    for method in ("__call__", "encode_plus", "encode"):
+        if hasattr(PreTrainedTokenizerBase, method):
+            names |= set(inspect.signature(getattr(PreTrainedTokenizerBase, method)).parameters)
+    return names - {"self", "kwargs"}
+
+
 class LongDocuments:
     """Mixin: no "Token indices sequence length is longer than the specified maximum" warning.
 
@@ -216,8 +229,9 @@ class PyGPTTokenizer(LongDocuments, PreTrainedTokenizer):
     def prepare_for_tokenization(self, text: str, is_split_into_words: bool = False, **kwargs):
         """Unknown keywords are an error (transformers' slow tokenizers only log "not recognized" and go on),
         as they are for the fast tokenizer."""
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {sorted(kwargs)}")
+        unknown = sorted(set(kwargs) - _encoding_options())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}")
         return text, kwargs
 
     def _tokenize(self, text: str) -> list[str]:
