@@ -4,6 +4,7 @@
     python scripts/benchmark.py train            # train step vs FlaxGPT2 (same optax step) and the PyTorch twin
     python scripts/benchmark.py tokenizer-train  # our BPE trainer vs tokenizers' BpeTrainer
     python scripts/benchmark.py tokenizer-encode # our tokenizers vs GPT2Tokenizer / raw tokenizers
+    python scripts/benchmark.py eval             # evaluate.py tokens/s vs lm-eval's hf backend (scripts/bench_eval.py)
 
 Absolute numbers drift between runs and machines; the ratios, measured side by side, are the figures.
 """
@@ -130,12 +131,17 @@ def main() -> None:
     bench_train.add_train_args(sub.add_parser("train", help="train step vs FlaxGPT2 and the PyTorch twin"))
     for name in ("tokenizer-train", "tokenizer-encode"):
         sub.add_parser(name, help="see scripts/bench_tokenizer.py", add_help=False)
+    import bench_eval
+
+    bench_eval.add_args(sub.add_parser("eval", help="evaluate.py vs lm-eval's hf backend (see scripts/bench_eval.py)"))
     args, rest = parser.parse_known_args()
 
     if args.command == "generate":
         bench_generate(args)
     elif args.command == "train":
         bench_train.bench_train(args)
+    elif args.command == "eval":
+        bench_eval.main(args)
     else:
         import bench_tokenizer
 

@@ -63,6 +63,7 @@ def direct_nats(saved):
     def nats(ids: list[int], window: int, stride: int) -> float:
         total, scored_until, begin = 0.0, 1, 0
         while scored_until < len(ids):
+            begin = max(0, min(begin, len(ids) - window))  # the last window ends at the end
             end = min(begin + window, len(ids))
             chunk = np.zeros((1, N_POSITIONS), np.int32)
             chunk[0, :end - begin] = ids[begin:end]
@@ -85,8 +86,10 @@ def test_windows_score_every_token_exactly_once(stride):
         for row, n_scored in sliding_windows(tokens, 32, stride):
             assert 1 <= n_scored <= len(row) - 1 and len(row) <= 32
             scored += row[len(row) - n_scored:]
-            if row[0] != 0:  # a later window: at least `window - stride` tokens of context for its first score
-                assert len(row) - n_scored >= min(32 - stride, len(row) - 1) or len(row) == n - row[0]
+            if row[0] != 0:  # a later window: full, and at least `window - stride` tokens of context
+                assert len(row) == 32 and len(row) - n_scored >= 32 - stride
+            if row[-1] == n - 1 and n >= 32:  # the last window ends at the end and is full
+                assert len(row) == 32
         assert scored == tokens[1:]
 
 
@@ -255,3 +258,22 @@ def test_math_task_runs_greedily_through_the_chat_template(saved, tmp_path, caps
     assert written["problems"] == 6 and written["seed"] == 3 and 0 <= written["accuracy"] <= 1
     assert sum(v["problems"] for v in written["per_kind"].values()) == 6
     assert written["examples"][0]["instruction"] == next(generate_records(6, 3))["instruction"]
+
+
+def test_a_hub_model_and_dataset_are_named_by_their_commits(saved, hub, capsys):
+    """--model user/repo --revision R and --dataset user/data (the loopback Hub): the figures name both commits."""
+    folder = saved[0]
+    api = hub.api()
+    model_repo, data_repo = hub.repo_id("eval-model"), hub.repo_id("eval-data")
+    api.create_repo(model_repo)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=model_repo).oid
+    api.create_repo(data_repo, repo_type="dataset")
+    api.upload_file(path_or_fileobj="".join(json.dumps({"text": d}) + "\n" for d in DOCS[:4]).encode(),
+                    path_in_repo="data/test.jsonl", repo_id=data_repo, repo_type="dataset")
+    assert load_script().main(["--model", model_repo, "--revision", commit, "--dataset", data_repo,
+                               "--split", "test", "--no-progress", "--framework", "torch"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written["revision"] == commit and written["framework"] == "torch"
+    assert written["dataset"]["name"] == data_repo
+    assert written["dataset"]["revision"] == api.dataset_info(data_repo).sha
+    assert written["documents"] == 4 and written["dataset"]["split"] == "test"

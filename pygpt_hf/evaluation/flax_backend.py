@@ -17,10 +17,11 @@ def make_flax_forward(model, params=None):
         logprobs = jax.nn.log_softmax(logits, axis=-1)
         target_logprobs = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]  # (B, T)
         hits = (jnp.argmax(logits, axis=-1) == targets) | (weights == 0)
-        return (target_logprobs * weights).sum(axis=-1), hits.all(axis=-1)
+        return target_logprobs, hits.all(axis=-1)
 
     def run(inputs: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logprob, greedy = forward(params, inputs, targets, weights)
-        return np.asarray(logprob, np.float64), np.asarray(greedy)
+        token_logprobs, greedy = forward(params, inputs, targets, weights)
+        # Summed on the host in float64: a row's total never depends on how XLA orders a float32 reduction.
+        return (np.asarray(token_logprobs, np.float64) * weights).sum(axis=-1), np.asarray(greedy)
 
     return run

@@ -94,6 +94,27 @@ class FlaxPyGPTLM(TemplateLM):
         self._forward = None
         self._generator = None
 
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> FlaxPyGPTLM:
+        """`--model_args` win over the command line's defaults (`lm_eval` always passes `--batch_size`, default 1),
+        so `--model_args pretrained=DIR,batch_size=16` works as written."""
+        extra = {}
+        for key, value in (additional_config or {}).items():
+            if value is None:
+                continue
+            if key in arg_dict:
+                if str(arg_dict[key]) != str(value):
+                    logger.warning("pygpt: %s=%s from --model_args wins over %s=%s", key, arg_dict[key], key, value)
+                continue
+            extra[key] = value
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> FlaxPyGPTLM:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     # ---- what the harness asks of a model ------------------------------------------------------------
     @property
     def eot_token_id(self) -> int:
@@ -146,8 +167,11 @@ class FlaxPyGPTLM(TemplateLM):
         for _, context_enc, continuation_enc in requests:
             if not continuation_enc:
                 raise EvaluationError("pygpt: a loglikelihood request has an empty continuation")
-            tokens = (context_enc + continuation_enc)[-(self.max_length + 1):]
-            rows.append((tokens, min(len(continuation_enc), len(tokens) - 1)))
+            if len(continuation_enc) > self.max_length:
+                raise EvaluationError(f"pygpt: a continuation of {len(continuation_enc)} tokens is longer than "
+                                      f"max_length={self.max_length}, so it cannot be scored")
+            tokens = (context_enc + continuation_enc)[-(self.max_length + 1):]  # the context is cut on the left
+            rows.append((tokens, len(continuation_enc)))
         scores = self._score(rows, "pygpt loglikelihood", disable_tqdm)
         results = []
         for (cache_key, _, _), score in zip(requests, scores, strict=True):

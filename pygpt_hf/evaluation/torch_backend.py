@@ -17,6 +17,6 @@ def make_torch_forward(model):
         logits = model(input_ids=inputs_t).logits.float()  # (B, T, V)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets_t[..., None])[..., 0]  # (B, T)
         hits = (logits.argmax(dim=-1) == targets_t) | (weights_t == 0)
-        return (logprobs * weights_t).sum(-1).double().numpy(), hits.all(-1).numpy()
+        return (logprobs.double().numpy() * weights).sum(-1), hits.all(-1).numpy()  # summed in float64
 
     return run

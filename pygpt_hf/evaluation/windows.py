@@ -5,9 +5,11 @@ A model sees at most `window` tokens at once, so a long document is read in wind
 `stride` tokens (transformers' perplexity guide):
 
     window k = T[k*stride : k*stride + window]        scores only the tokens no earlier window scored
+    (the last window is moved back to end at the document's end, so its tokens get all the context that fits)
 
-    window 8, stride 4:   T0 T1 T2 T3 T4 T5 T6 T7                   scores T1..T7 (context: what precedes)
-                                      T4 T5 T6 T7 T8 T9 T10 T11     scores T8..T11, each with >= 4 tokens of context
+    window 8, stride 4:   T0 T1 T2 T3 T4 T5 T6 T7                      scores T1..T7 (context: what precedes)
+                                      T4 T5 T6 T7 T8 T9 T10 T11        scores T8..T11, each with >= 4 tokens of context
+                                               T6 T7 T8 T9 T10 T11 T12 T13  the last: scores T12, T13
 
 A small stride gives every token more context and costs more windows; `stride = window - 1` overlaps the
 windows by one token (each window's first token is only context), the cheapest plan that still scores
@@ -38,8 +40,9 @@ def sliding_windows(tokens: list[int], window: int, stride: int) -> list[Row]:
     scored_until = 1  # tokens[:scored_until] are context or already scored
     begin = 0
     while scored_until < len(tokens):
-        end = min(begin + window, len(tokens))
-        rows.append((tokens[begin:end], end - scored_until))
+        start = max(0, min(begin, len(tokens) - window))  # the last window ends at the end: more context, same cost
+        end = min(start + window, len(tokens))
+        rows.append((tokens[start:end], end - scored_until))
         scored_until = end
         begin += stride
     return rows
@@ -49,7 +52,8 @@ def harness_rolling_rows(tokens: list[int], prefix_token: int, max_length: int) 
     """lm-eval's `loglikelihood_rolling` windows for `tokens` (the document, without a prefix), as rows.
 
     The harness predicts every token of the document once, in disjoint chunks of up to `max_length` predictions;
-    the first chunk is conditioned on `prefix_token` and each later one on the last token of the previous chunk
+    the first chunk is conditioned on `prefix_token`, each later one on the last token of the previous chunk, and
+    the last, shorter chunk on as many tokens before it as fit
     (`lm_eval.utils.get_rolling_token_windows(..., context_len=1)` + `make_disjoint_window`). That is exactly
     `sliding_windows([prefix_token] + tokens, window=max_length + 1, stride=max_length)`, which is how both
     figures agree when `evaluate.py --stride n_positions-1` meets the harness's `max_length=n_positions-1`.
