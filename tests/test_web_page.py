@@ -35,7 +35,7 @@ from pygpt_hf.serving.page import is_stale, page_folder
 from pygpt_hf.training.sources import CHAT_TEMPLATE
 
 WEB = Path(__file__).resolve().parents[1] / "web"
-N_POSITIONS = 512
+N_POSITIONS = 256
 TEXTS = ["the cat sat on the mat", "a story about a dog", "### Instruction:\nSay hi.\n\n### Response:\nhi"] * 4
 # The page's default sampling fields; with temperature 0 the answer is greedy whatever they are.
 SAMPLING = {"temperature": 0, "top_k": 50, "top_p": 0.95}
