@@ -35,12 +35,12 @@ from pygpt_hf.serving.page import is_stale, page_folder
 from pygpt_hf.training.sources import CHAT_TEMPLATE
 
 WEB = Path(__file__).resolve().parents[1] / "web"
-N_POSITIONS = 512
+N_POSITIONS = 256
 TEXTS = ["the cat sat on the mat", "a story about a dog", "### Instruction:\nSay hi.\n\n### Response:\nhi"] * 4
 # The page's default sampling fields; with temperature 0 the answer is greedy whatever they are.
 SAMPLING = {"temperature": 0, "top_k": 50, "top_p": 0.95}
 PHONE = {"width": 390, "height": 780}
-LONG = 300  # max tokens of the answer that is stopped half-way
+LONG = 120  # max tokens of the answer that is stopped half-way
 
 
 class Server:
@@ -158,7 +158,7 @@ def send(page, text: str):
 
 def answer_when_done(page, index: int = -1) -> str:
     """The text of an answer once it has finished streaming (Regenerate shows only then)."""
-    expect(page.get_by_test_id("regenerate")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("regenerate")).to_be_visible(timeout=180_000)
     answers = page.get_by_test_id("assistant-message")
     return answers.nth(index if index >= 0 else answers.count() + index).text_content()
 
@@ -181,18 +181,23 @@ def test_type_stream_stop_regenerate(servers, page, tmp_path):
     first = answer_when_done(page)
     turn1 = [{"role": "user", "content": "line one\nline two"}]
     assert first == chat.chat_answer("tiny-chat", turn1, 12)
+    expect(page.get_by_test_id("answer-stats")).to_have_text(re.compile(r"^12 tokens · \d+\.\d tok/s$"))  # usage
     expect(page.get_by_test_id("tokens-per-second")).to_have_text(re.compile(r"^\d+\.\d tok/s$"))
 
     # A long answer streams in (text shows while Stop is still there) and stops when asked.
     aborted = []
     page.on("requestfailed", lambda r: aborted.append(r.failure) if r.url.endswith("/v1/chat/completions") else None)
     set_sampling(page, max_tokens=LONG)
+    # The browser receives the stream slowly (DevTools network throttling), so Stop comes in the middle of
+    # the answer however fast the server is.
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+    throttle = {"offline": False, "latency": 0, "uploadThroughput": -1}
+    network.send("Network.emulateNetworkConditions", {**throttle, "downloadThroughput": 3000})
     send(page, "tell me a long story")
     streaming = page.get_by_test_id("assistant-message").nth(1)
-    page.wait_for_function(  # polled every frame: press Stop as soon as the first text is there
-        "() => /\\S/.test(document.querySelectorAll('[data-testid=assistant-message]')[1]?.textContent ?? '')",
-        polling="raf", timeout=60_000)
-    assert page.get_by_test_id("stop").is_visible(), f"the {LONG}-token answer was over before Stop could be pressed"
+    expect(streaming).to_have_text(re.compile(r"\S"), timeout=60_000)
+    expect(page.get_by_test_id("stop")).to_be_visible()
     page.get_by_test_id("stop").click()
     expect(page.get_by_test_id("send")).to_be_visible()
     expect(page.get_by_text("stopped", exact=True)).to_be_visible()
@@ -200,7 +205,9 @@ def test_type_stream_stop_regenerate(servers, page, tmp_path):
     page.wait_for_timeout(300)
     assert streaming.text_content() == stopped, "text kept arriving after Stop"
     assert aborted and "ABORTED" in aborted[0].upper(), f"Stop did not close the request: {aborted}"
+    expect(page.get_by_test_id("answer-stats").nth(1)).to_have_text(re.compile(r"^≈\d+ tokens?\b"))  # no usage
     page.screenshot(path=tmp_path / "stopped.png")
+    network.send("Network.emulateNetworkConditions", {**throttle, "downloadThroughput": -1})
 
     # Regenerate answers the same prompt again: greedy, so the stopped text is a strict prefix of the full one.
     page.get_by_test_id("regenerate").click()
@@ -209,6 +216,9 @@ def test_type_stream_stop_regenerate(servers, page, tmp_path):
     assert full == chat.chat_answer("tiny-chat", turn2, LONG)
     assert full.startswith(stopped) and len(full) > len(stopped)
     expect(page.get_by_test_id("assistant-message")).to_have_count(2)
+    at_bottom = "(() => { const el = document.querySelector('[role=log]').parentElement;" \
+                " return el.scrollHeight - el.scrollTop - el.clientHeight < 40; })()"
+    assert page.evaluate(at_bottom), "the view did not follow the answer down"
     page.screenshot(path=tmp_path / "chat.png")
 
     # Phone width: nothing wider than the screen, the controls still there.

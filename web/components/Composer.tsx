@@ -1,5 +1,5 @@
 "use client";
-import { useState, type KeyboardEvent, type Ref } from "react";
+import { useState, type KeyboardEvent, type RefObject } from "react";
 
 interface Props {
   placeholder: string;
@@ -8,7 +8,7 @@ interface Props {
   streaming: boolean;
   onSend: (text: string) => void;
   onStop: () => void;
-  inputRef?: Ref<HTMLTextAreaElement>;
+  inputRef: RefObject<HTMLTextAreaElement | null>;
 }
 
 /** Enter sends, Shift+Enter adds a line; while an answer streams the button becomes Stop. */
@@ -20,6 +20,12 @@ export function Composer({ placeholder, disabled, disabledReason, streaming, onS
     if (!canSend) return;
     onSend(text);
     setText("");
+    inputRef.current?.focus(); // Send turns into Stop (another button): typing goes on in the box
+  };
+
+  const stop = () => {
+    onStop();
+    inputRef.current?.focus();
   };
 
   const onKeyDown = (event: KeyboardEvent<HTMLTextAreaElement>) => {
@@ -58,15 +64,17 @@ export function Composer({ placeholder, disabled, disabledReason, streaming, onS
       </span>
       {streaming ? (
         <button
+          key="stop"
           type="button"
           data-testid="stop"
-          onClick={onStop}
+          onClick={stop}
           className="h-11 rounded-lg bg-red-600 px-4 font-medium text-white hover:bg-red-700 focus:outline-none focus-visible:ring-2 focus-visible:ring-red-500 focus-visible:ring-offset-2"
         >
           Stop
         </button>
       ) : (
         <button
+          key="send"
           type="submit"
           data-testid="send"
           disabled={!canSend}

@@ -18,9 +18,21 @@ export function Messages({ messages, mode, modelName, maxModelLen, busy, onRegen
   const following = useRef(true);
   const last = messages.at(-1);
 
+  // A new answer (send, Regenerate, edit) is followed again, wherever the reader had scrolled.
+  const lastId = last?.id;
+  useEffect(() => {
+    following.current = true;
+  }, [lastId]);
+
+  // Where this code last put the view: only a move up from there is the reader's, which stops the following.
+  // (Comparing with the bottom instead would mistake text that arrived before the scroll event for a scroll.)
+  const placedAt = useRef(0);
   useEffect(() => {
     const el = scroller.current;
-    if (el && following.current) el.scrollTop = el.scrollHeight;
+    if (el && following.current) {
+      el.scrollTop = el.scrollHeight;
+      placedAt.current = el.scrollTop;
+    }
   }, [messages]);
 
   return (
@@ -28,7 +40,9 @@ export function Messages({ messages, mode, modelName, maxModelLen, busy, onRegen
       ref={scroller}
       onScroll={(event) => {
         const el = event.currentTarget;
-        following.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+        if (el.scrollTop < placedAt.current - 2) following.current = false;
+        else if (el.scrollHeight - el.scrollTop - el.clientHeight < 40) following.current = true;
+        placedAt.current = el.scrollTop;
       }}
       className="flex-1 overflow-y-auto px-3 py-4 sm:px-6"
     >
@@ -181,7 +195,8 @@ function AssistantMessage({
       </div>
       <div className="mt-1 flex flex-wrap items-center gap-x-3 text-xs text-slate-500 dark:text-slate-400">
         {message.tokens !== undefined && message.tokens > 0 && (
-          <span>
+          <span data-testid="answer-stats" title={message.approximate ? "counted from the text" : undefined}>
+            {message.approximate ? "≈" : ""}
             {message.tokens} token{message.tokens === 1 ? "" : "s"}
             {message.tokensPerSecond !== undefined && ` · ${message.tokensPerSecond.toFixed(1)} tok/s`}
           </span>

@@ -50,7 +50,9 @@ async function errorOf(response: Response): Promise<ApiError> {
   } catch {
     // not JSON: fall through to the status line
   }
-  return new ApiError(`${response.status} ${response.statusText}${text ? `: ${text.slice(0, 200)}` : ""}`, response.status);
+  // Not an API error body (a proxy's or a static server's page): the status line says enough; HTML would not.
+  const plain = text && !(response.headers.get("content-type") ?? "").includes("html") ? `: ${text.slice(0, 200)}` : "";
+  return new ApiError(`${response.status} ${response.statusText}${plain}`, response.status);
 }
 
 async function post(path: string, body: object, signal?: AbortSignal): Promise<Response> {

@@ -17,6 +17,8 @@ export interface Message {
   dropped?: number;
   tokens?: number;
   tokensPerSecond?: number;
+  /** The count is the text's own tokens (a stopped answer has no usage from the server). */
+  approximate?: boolean;
 }
 
 export interface Conversation {

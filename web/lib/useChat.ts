@@ -102,16 +102,22 @@ export function useChat() {
       setStreamingId(conversation.id);
 
       let text = "";
-      let pieces = 0;
-      let tokens: number | undefined;
       let finish: string | undefined;
       let firstAt = 0;
       let lastAt = 0;
-      // Decode speed: tokens after the first over the time since the first arrived.
-      const stats = () => {
-        const n = tokens ?? pieces;
+      // Decode speed: tokens after the first over the time since the first arrived. Chunks are no token count
+      // (the server sends tokens that came together as one chunk), so the count is the final usage chunk's.
+      const stats = (tokens: number, approximate = false) => {
         const seconds = (lastAt - firstAt) / 1000;
-        return { tokens: n, tokensPerSecond: n > 1 && seconds > 0 ? (n - 1) / seconds : undefined };
+        return { tokens, approximate, tokensPerSecond: tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : undefined };
+      };
+      // Without usage (a stopped answer), the text's own token count, which a generated answer nearly always has.
+      const countAfterwards = () => {
+        if (!text) return;
+        Promise.all([countTokens(model.id, { prompt: text }), countTokens(model.id, { prompt: "" })]).then(
+          ([withText, alone]) => patch(stats(withText - alone, true)),
+          () => undefined, // no figure is better than a wrong one
+        );
       };
       const resolved = resolveSampling(sampling, model.maxModelLen);
       try {
@@ -119,23 +125,28 @@ export function useChat() {
           countTokens(model.id, p, controller.signal),
         );
         if (fit.dropped) patch({ dropped: fit.dropped });
+        let tokens: number | undefined;
         for await (const piece of streamAnswer(model.id, fit.prompt, resolved, controller.signal)) {
           if (piece.kind === "text") {
             lastAt = performance.now();
             if (!firstAt) firstAt = lastAt;
             text += piece.text;
-            pieces += 1;
-            patch({ content: text, ...stats() });
+            patch({ content: text });
           } else if (piece.kind === "finish") {
             finish = piece.reason;
           } else {
             tokens = piece.completionTokens;
           }
         }
-        patch({ content: text, pending: false, finish, ...stats() });
+        patch({ content: text, pending: false, finish, ...(tokens !== undefined ? stats(tokens) : {}) });
+        if (tokens === undefined) countAfterwards();
       } catch (error) {
-        if (controller.signal.aborted) patch({ content: text, pending: false, finish: "stopped", ...stats() });
-        else patch({ content: text, pending: false, error: errorText(error) });
+        if (controller.signal.aborted) {
+          patch({ content: text, pending: false, finish: "stopped" });
+          countAfterwards();
+        } else {
+          patch({ content: text, pending: false, error: errorText(error) });
+        }
       } finally {
         abortRef.current = null;
         setStreamingId(null);
