@@ -20,7 +20,7 @@ from pygpt_hf.evaluation.perplexity import document_ids, score_text
 from pygpt_hf.evaluation.scoring import bucket_length
 from pygpt_hf.evaluation.windows import sliding_windows
 from pygpt_hf.synthetic_math import generate_records
-from pygpt_hf.training.sources import CHAT_TEMPLATE
+from pygpt_hf.documents import CHAT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[1]
 N_POSITIONS = 32

@@ -25,7 +25,7 @@ from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.serving.app import Served, create_app
 from pygpt_hf.serving.engine import FlaxBatchEngine, TorchEngine
 from pygpt_hf.serving.prompts import chat_prompt_ids, completion_prompt_ids
-from pygpt_hf.training.sources import CHAT_TEMPLATE
+from pygpt_hf.documents import CHAT_TEMPLATE
 
 N_POSITIONS = 64
 TEXTS = ["the cat sat on the mat", "héllo wörld, naïve café", "日本語のテキスト", "emoji 🙂 and 🚀 too",

@@ -7,7 +7,7 @@ from jinja2 import TemplateError
 
 from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.serving.prompts import PromptError, chat_prompt_ids, encode_text
-from pygpt_hf.training.sources import CHAT_TEMPLATE, instruction_messages, render_instruction
+from pygpt_hf.documents import CHAT_TEMPLATE, instruction_messages, render_instruction
 
 TEXTS = ["### Instruction:\nSay hi.\n\n### Response:\nhi", "the cat sat on the mat", "héllo wörld"] * 10
 

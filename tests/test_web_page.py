@@ -32,7 +32,7 @@ from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.serving.app import Served, create_app
 from pygpt_hf.serving.loading import load_served
 from pygpt_hf.serving.page import is_stale, page_folder
-from pygpt_hf.training.sources import CHAT_TEMPLATE
+from pygpt_hf.documents import CHAT_TEMPLATE
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 N_POSITIONS = 256

@@ -118,7 +118,7 @@ def run(args) -> None:
 
     from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
     from pygpt_hf.bpe import train_tokenizer
-    from pygpt_hf.training.sources import embedded_corpus_path  # the benchmark script may read the corpus
+    from pygpt_hf.documents import embedded_corpus_path  # the benchmark script may read the corpus
 
     with open(embedded_corpus_path(), encoding="utf-8") as corpus:
         lines = [line for line in corpus.read().splitlines() if line.strip()]
