@@ -250,11 +250,3 @@ def write_push_card(folder: str | os.PathLike, repo_id: str) -> Path | None:
     if not ((folder / "config.json").is_file() and (folder / WEIGHTS_FILE).is_file()):
         return None
     return write_model_card(folder, repo_id)
-
-
-def usage_snippets(card_text: str) -> dict[str, str]:
-    """The card's Python usage snippets by framework ("flax", "pytorch"), so tests can run them as written."""
-    snippets = {}
-    for heading, code in re.findall(r"^### (Flax|PyTorch)\b.*?^```python\n(.*?)^```", card_text, re.MULTILINE | re.DOTALL):
-        snippets[heading.lower()] = code
-    return snippets

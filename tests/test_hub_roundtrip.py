@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from helpers import usage_snippets
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from huggingface_hub.utils import RepositoryNotFoundError
@@ -34,7 +35,7 @@ from transformers import AutoConfig, AutoTokenizer, FlaxAutoModelForCausalLM
 from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
 from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.configuration_pygpt import TRAVELLING_FILES
-from pygpt_hf.model_card import DEFAULT_PROMPT, usage_snippets
+from pygpt_hf.model_card import DEFAULT_PROMPT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_DOCS = 10

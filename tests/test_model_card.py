@@ -14,11 +14,12 @@ import re
 import jax
 import numpy as np
 import pytest
+from helpers import usage_snippets
 from huggingface_hub import ModelCard, ModelCardData, metadata_load
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
 from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.model_card import EMBEDDED_DATASET_ID, TAGS, build_model_card, usage_snippets, write_model_card
+from pygpt_hf.model_card import EMBEDDED_DATASET_ID, TAGS, build_model_card, write_model_card
 from pygpt_hf.training.metrics import MetricsLog
 from pygpt_hf.training.settings import TrainSettings
 

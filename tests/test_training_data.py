@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tokenized
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.documents import RowStats, open_source, render_instruction, render_record
-from pygpt_hf.training.encoding import tokenized
 from pygpt_hf.training.packing import NoUsableData, TokenStream, build_eval_set
 from pygpt_hf.training.tokenizer import EOS_ID, PAD_ID
 

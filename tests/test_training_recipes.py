@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import tokenized
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
@@ -32,7 +33,7 @@ from pygpt_hf.synthetic_math import generate_records, write_jsonl
 from pygpt_hf.training import pretokenized
 from pygpt_hf.training.cli import parse_settings
 from pygpt_hf.training.data import prepare_data
-from pygpt_hf.training.encoding import tokenize_documents, tokenized
+from pygpt_hf.training.encoding import tokenize_documents
 from pygpt_hf.training.mixture import Mixture
 from pygpt_hf.training.packing import TokenStream, build_eval_set
 from pygpt_hf.training.pretokenized import pretokenize

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..documents import RowStats, render_source
 from .tokenizer import EOS_ID
 
 
@@ -89,13 +88,6 @@ def tokenize_documents(rendered, tokenizer, with_mask: bool = False, batch_size:
     """Rendered rows (documents.render_source) -> token ids (and loss masks), lazily, in batched `map`."""
     return rendered.map(make_document_tokenizer(tokenizer, with_mask), batched=True, batch_size=batch_size,
                         remove_columns=["text", "response_start", "source"])
-
-
-def tokenized(dataset, tokenizer, fmt: str, text_column: str, stats: RowStats, batch_size: int = 256,
-              strip_labels=None, with_mask: bool = False):
-    """`dataset`'s raw records, rendered per `fmt` and tokenized (lazily, in batched `map`)."""
-    rendered = render_source(dataset, fmt, text_column, stats, strip_labels=strip_labels, batch_size=batch_size)
-    return tokenize_documents(rendered, tokenizer, with_mask, batch_size)
 
 
 def tokenize(eval_documents, train_documents: Callable[[], object], tokenizer, with_mask: bool):
