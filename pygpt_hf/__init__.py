@@ -40,7 +40,7 @@ if _importlib_util.find_spec("torch") is not None:
     AutoModelForCausalLM.register(PyGPTConfig, PyGPTForCausalLM)
     __all__ += ["PyGPTModel", "PyGPTForCausalLM", "PyGPTPreTrainedModel"]
 
-# lm-evaluation-harness (the `eval` extra): registers the model type name `pygpt`, lazily (no jax, no lm_eval models).
+# lm-evaluation-harness (the `eval` extra): registers the model type name `pygpt` (a lazy placeholder: no model code).
 from .evaluation import register_with_lm_eval as _register_with_lm_eval
 
 _register_with_lm_eval()
