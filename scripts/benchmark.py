@@ -176,12 +176,17 @@ def main() -> None:
     train.add_argument("--repeats", type=int, default=5)
     for name in ("tokenizer-train", "tokenizer-encode"):
         sub.add_parser(name, help="see scripts/bench_tokenizer.py", add_help=False)
+    from pygpt_hf.serving import benchmark as serve_benchmark
+
+    serve_benchmark.add_arguments(sub.add_parser("serve", help="the OpenAI server under load: batched vs one at a time"))
     args, rest = parser.parse_known_args()
 
     if args.command == "generate":
         bench_generate(args)
     elif args.command == "train":
         bench_train(args)
+    elif args.command == "serve":
+        serve_benchmark.run(args)
     else:
         import bench_tokenizer
 
