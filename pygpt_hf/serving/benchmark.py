@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 SHAPES = {"default": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 128, "vocab_size": 1024},
@@ -114,10 +115,8 @@ def run(args) -> None:
 
     from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
     from pygpt_hf.bpe import train_tokenizer
-    from pygpt_hf.training.sources import embedded_corpus_path  # the benchmark script may read the corpus
-
-    with open(embedded_corpus_path(), encoding="utf-8") as corpus:
-        lines = [line for line in corpus.read().splitlines() if line.strip()]
+    corpus = resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt"  # the embedded corpus, for the tokenizer
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
         model = FlaxPyGPTForCausalLM(PyGPTConfig(**shape), seed=0)
