@@ -134,6 +134,9 @@ def main() -> None:
     import bench_eval
 
     bench_eval.add_args(sub.add_parser("eval", help="evaluate.py vs lm-eval's hf backend (see scripts/bench_eval.py)"))
+    from pygpt_hf.serving import benchmark as serve_benchmark
+
+    serve_benchmark.add_arguments(sub.add_parser("serve", help="the OpenAI server under load: batched vs one at a time"))
     args, rest = parser.parse_known_args()
 
     if args.command == "generate":
@@ -142,6 +145,8 @@ def main() -> None:
         bench_train.bench_train(args)
     elif args.command == "eval":
         bench_eval.main(args)
+    elif args.command == "serve":
+        serve_benchmark.run(args)
     else:
         import bench_tokenizer
 

@@ -7,7 +7,6 @@ Greedy answers must be `generate(do_sample=False)`'s tokens, streamed or not, al
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -414,4 +413,3 @@ def test_serve_script_says_how_to_train_when_the_model_is_missing(tmp_path, monk
     assert module.main([]) == 1  # default --model runs/pygpt, not there
     err = capsys.readouterr().err
     assert "runs/pygpt" in err and "scripts/train.py" in err
-    json.dumps(err)

@@ -82,7 +82,8 @@ class Generation:
         """Runs the request; yields after each batch of new tokens (the caller streams `take_delta()`)."""
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
-        self.request = Request(self.prompt_ids, self.params, lambda ev: loop.call_soon_threadsafe(inbox.put_nowait, ev),
+        self.request = Request(self.prompt_ids, self.params,
+                               lambda events: loop.call_soon_threadsafe(inbox.put_nowait, events),
                                eos_token_id=self.served.tokenizer.eos_token_id)
         if self.params.max_tokens == 0:
             self.finish_reason = "length"
@@ -91,14 +92,16 @@ class Generation:
         try:
             while self.finish_reason is None:
                 try:
-                    event = await asyncio.wait_for(inbox.get(), timeout=0.5)
+                    events = await asyncio.wait_for(inbox.get(), timeout=0.5)
                 except asyncio.TimeoutError:
                     if await http.is_disconnected():
                         return
                     continue
-                self._on(event)
-                while self.finish_reason is None and not inbox.empty():  # tokens that came together go out together
-                    self._on(inbox.get_nowait())
+                while not inbox.empty():  # tokens that came together go out together
+                    events += inbox.get_nowait()
+                for event in events:
+                    if self.finish_reason is None:
+                        self._on(event)
                 yield
         finally:
             if self.finish_reason is None:  # the client went away (or we stopped early): free the slot now

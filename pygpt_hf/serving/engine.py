@@ -1,7 +1,8 @@
 """The model's one worker: a background thread that owns the model and runs every request.
 
 The HTTP handlers never touch the model. They `submit` a `Request` (prompt ids + `SamplingParams`) and
-receive `Token` events and one `Finished` event through the request's callback, called from this thread;
+receive `Token` events and one `Finished` event, in lists, through the request's callback, called from this
+thread;
 `cancel` (a client went away) frees the request's slot before the next step.
 
 `FlaxBatchEngine` is continuous batching over S slots, with the model's own KV cache and no change to it:
@@ -41,6 +42,7 @@ import numpy as np
 
 TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
 WINDOW_STEP = 32  # decode windows are multiples of this many cache columns
+ROW_BUCKETS = (1, 4, 16, 64)  # decode calls run this many rows (the fewest that hold every live slot)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Finished:
 class Request:
     prompt_ids: list[int]
     params: SamplingParams
-    on_event: Callable[[Token | Finished], None]
+    on_events: Callable[[list[Token | Finished]], None]  # called from the worker, with the events of one step
     eos_token_id: int | None = None
     cancelled: bool = False
     generated: int = field(default=0, init=False)
@@ -144,7 +146,7 @@ class Engine:
 
 def _fail(job, message: str) -> None:
     if isinstance(job, Request):
-        job.on_event(Finished("error", message))
+        job.on_events([Finished("error", message)])
     elif isinstance(job, ScoreJob) and not job.future.done():
         job.future.set_exception(RuntimeError(message))
 
@@ -203,7 +205,7 @@ class FlaxBatchEngine(Engine):
         self.slots = slots
         self.steps_per_call = steps_per_call
         self.cache_len = self.n_positions + steps_per_call
-        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("window",))
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("window", "rows"))
         self._prefill = jax.jit(self._prefill_fn)
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
         self._roll = jax.jit(self._roll_fn, donate_argnums=(0,))
@@ -214,17 +216,19 @@ class FlaxBatchEngine(Engine):
         self.waiting: deque[Request] = deque()
         self.steps = 0  # decode steps run (for tests and logs)
         self.shifts = 0
+        self._outbox: dict[Request, list] = {}  # events of this loop turn, sent together per request
 
     # ---- jitted pieces ----------------------------------------------------------------------------------
 
     def _decode_fn(self, params, cache, tokens, counters, pos, window_start, starts, live, keys, temperature,
-                   top_k, top_p, want_logprobs, window: int):
+                   top_k, top_p, want_logprobs, window: int, rows: int):
         """steps_per_call decode steps over all rows: per step (tokens, logprobs, best ids, best logprobs),
         stacked (K, S, ...), and the new cache, next tokens and PRNG counters.
 
-        The steps run on a window of `window` cache columns from `window_start` that holds every live slot and
-        the K new columns (copied out once, back once), so attention costs what the live slots need rather
-        than the whole cache; `window` is rounded up to WINDOW_STEP columns, so it compiles a few times.
+        The steps run on a window of the cache: its first `rows` rows (every live slot: joins take the lowest
+        free row) and `window` columns from `window_start` (every live token and the K new columns), copied out
+        once and back once, so a step costs what the live slots need rather than the whole cache; both sizes
+        are rounded up (ROW_BUCKETS, WINDOW_STEP), so it compiles a few times.
         """
         import jax
         import jax.numpy as jnp
@@ -232,13 +236,16 @@ class FlaxBatchEngine(Engine):
         from .sampling import pick_tokens
 
         def sliced(path, x):
-            return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x, window_start, window, axis=1)
+            return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x[:rows], window_start, window, axis=1)
 
         def put_back(path, big, small):
-            return big if _is_index(path) else jax.lax.dynamic_update_slice_in_dim(big, small, window_start, axis=1)
+            return big if _is_index(path) else jax.lax.dynamic_update_slice(big, small, (0, window_start, 0, 0))
 
+        full_tokens, full_counters = tokens, counters
+        tokens, counters, live, keys = tokens[:rows], counters[:rows], live[:rows], keys[:rows]
+        temperature, top_k, top_p, want_logprobs = temperature[:rows], top_k[:rows], top_p[:rows], want_logprobs[:rows]
         cols = jnp.arange(window)[None, :]
-        starts = starts - window_start  # columns inside the window
+        starts = starts[:rows] - window_start  # columns inside the window
 
         def step(carry, i):
             part, tokens, counters = carry
@@ -253,7 +260,8 @@ class FlaxBatchEngine(Engine):
 
         part = jax.tree_util.tree_map_with_path(sliced, cache)
         (part, tokens, counters), picked = jax.lax.scan(step, (part, tokens, counters), jnp.arange(self.steps_per_call))
-        return picked, jax.tree_util.tree_map_with_path(put_back, cache, part), tokens, counters
+        cache = jax.tree_util.tree_map_with_path(put_back, cache, part)
+        return picked, cache, full_tokens.at[:rows].set(tokens), full_counters.at[:rows].set(counters)
 
     def _prefill_fn(self, params, ids, length, key, temperature, top_k, top_p):
         """One prompt, left-padded to its bucket Tb: (first token, its logprobs) and the prompt's (1, Tb) cache."""
@@ -303,7 +311,8 @@ class FlaxBatchEngine(Engine):
         return chosen, best_ids, best_logprobs
 
     def _in_flight(self) -> list:
-        return [slot.request for slot in self.rows if slot is not None] + list(self.waiting)
+        return [slot.request for slot in self.rows if slot is not None] + list(self.waiting) + \
+            [r for r in self._outbox if not any(isinstance(e, Finished) for e in self._outbox[r])]
 
     # ---- the loop -----------------------------------------------------------------------------------------
     # One decode step is kept in flight: step k+1 is dispatched (jax runs it asynchronously) before step k's
@@ -327,13 +336,23 @@ class FlaxBatchEngine(Engine):
                     self._leave(row, "cancelled")
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
-                request.on_event(Finished("cancelled"))
+                self._send(request, Finished("cancelled"))
             while self.waiting and None in self.rows:
                 self._join(self.rows.index(None), self.waiting.popleft())
             dispatched = self._dispatch() if any(self.rows) else None
             if pending is not None:
                 self._deliver(*pending)
             pending = dispatched
+            self._flush()
+
+    def _send(self, request: Request, event) -> None:
+        self._outbox.setdefault(request, []).append(event)
+
+    def _flush(self) -> None:
+        """One callback per request per loop turn (a step's K tokens, not K wake-ups of the event loop)."""
+        outbox, self._outbox = self._outbox, {}
+        for request, events in outbox.items():
+            request.on_events(events)
 
     def _read_inbox(self, block: bool) -> None:
         while True:
@@ -408,9 +427,11 @@ class FlaxBatchEngine(Engine):
         first = min(slot.start for slot in self.rows if slot is not None)
         window = min(-(-(self.pos + K - first) // WINDOW_STEP) * WINDOW_STEP, self.cache_len)
         window_start = min(first, self.cache_len - window)
+        needed = max(row for row, slot in enumerate(self.rows) if slot is not None) + 1
+        rows = min([b for b in ROW_BUCKETS if b >= needed] + [self.slots])
         outputs, self.cache, self.tokens, self.counters = self._decode(
             self.params, self.cache, self.tokens, self.counters, jnp.int32(self.pos), jnp.int32(window_start),
-            *self._device_settings(), window=window)
+            *self._device_settings(), window=window, rows=rows)
         self.pos += self.steps_per_call
         self.steps += self.steps_per_call
         return outputs, list(self.rows)
@@ -418,7 +439,7 @@ class FlaxBatchEngine(Engine):
     def _deliver(self, outputs, rows_then) -> None:
         tokens, logprobs, best_ids, best_lps = (np.asarray(x) for x in outputs)  # (K, S, ...): waits for the call
         for k in range(self.steps_per_call):
-            for row, slot in enumerate(rows_then):
+            for row, slot in enumerate(rows_then[:tokens.shape[1]]):  # the rows that call ran (the rest were free)
                 if slot is not None and self.rows[row] is slot:  # still the slot this row was computed for
                     asked = slot.request.params.logprobs
                     self._emit(row, int(tokens[k, row]), float(logprobs[k, row]) if asked else 0.0,
@@ -428,7 +449,7 @@ class FlaxBatchEngine(Engine):
         slot = self.rows[row]
         request = slot.request
         request.generated += 1
-        request.on_event(Token(token_id, logprob, top))
+        self._send(request, Token(token_id, logprob, top))
         reason = _finish_reason(request, token_id)
         if reason is not None:
             self._leave(row, reason)
@@ -437,7 +458,7 @@ class FlaxBatchEngine(Engine):
         request = self.rows[row].request
         self.rows[row] = None
         self._settings = None
-        request.on_event(Finished(reason))
+        self._send(request, Finished(reason))
 
     def _run_score(self, job: ScoreJob) -> None:
         import jax.numpy as jnp
@@ -487,13 +508,13 @@ class TorchEngine(Engine):
                 self._run_score(job)
             elif isinstance(job, Request):
                 if job.cancelled:
-                    job.on_event(Finished("cancelled"))
+                    job.on_events([Finished("cancelled")])
                     continue
                 try:
                     self._generate(job)
                 except Exception as err:  # noqa: BLE001  one failed request answers its own client only
                     traceback.print_exc()
-                    job.on_event(Finished("error", f"generation failed: {type(err).__name__}"))
+                    job.on_events([Finished("error", f"generation failed: {type(err).__name__}")])
 
     def _generate(self, request: Request) -> None:
         import torch
@@ -528,8 +549,8 @@ class TorchEngine(Engine):
                 logprobs = steps[-1]
                 best = torch.topk(logprobs, TOP_LOGPROBS)
                 request.generated += 1
-                request.on_event(Token(token_id, float(logprobs[token_id]),
-                                       _top(best.indices.tolist(), best.values.tolist())))
+                request.on_events([Token(token_id, float(logprobs[token_id]),
+                                        _top(best.indices.tolist(), best.values.tolist()))])
 
             def end(self):
                 pass
@@ -559,9 +580,9 @@ class TorchEngine(Engine):
                 **sampling,
             )
         if request.cancelled:
-            request.on_event(Finished("cancelled"))
+            request.on_events([Finished("cancelled")])
         else:
-            request.on_event(Finished("eos" if emit.last == eos else "length"))
+            request.on_events([Finished("eos" if emit.last == eos else "length")])
 
     def _run_score(self, job: ScoreJob) -> None:
         import torch
