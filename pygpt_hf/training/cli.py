@@ -82,11 +82,33 @@ def read_config_file(cls, path: str) -> dict[str, Any]:
     return {key.replace("-", "_"): coerce(cls, key.replace("-", "_"), value, path) for key, value in data.items()}
 
 
+def _hf_argument_parser() -> type:
+    """transformers' `HfArgumentParser`, without importing the `transformers` package when it is not loaded yet.
+
+    `import transformers` runs `transformers.utils`, which imports torch when it is installed (about 2 s), and a
+    `--help` should not pay that. `transformers/hf_argparser.py` itself imports only the standard library and
+    yaml, so it is loaded here as a standalone module from transformers' own file (the class is the same code).
+    """
+    import sys
+
+    if "transformers" in sys.modules:
+        from transformers import HfArgumentParser
+
+        return HfArgumentParser
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    path = os.path.join(os.path.dirname(spec.origin), "hf_argparser.py")
+    module_spec = importlib.util.spec_from_file_location("_pygpt_hf_argparser", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.HfArgumentParser
+
+
 def build_parser(cls=TrainSettings, description: str | None = None, required: tuple[str, ...] = ()):
     """`HfArgumentParser` over `cls`, with `--config FILE`. Defaults are SUPPRESSed (so what was typed can be
     told from what was not) and values stay strings until `coerce` converts them, naming the setting."""
-    from transformers import HfArgumentParser
-
+    HfArgumentParser = _hf_argument_parser()
     parser = HfArgumentParser(cls, description=description or cls.__doc__, formatter_class=argparse.HelpFormatter)
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of settings (flags override it)")
     fields = _fields(cls)
