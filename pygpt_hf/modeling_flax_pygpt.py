@@ -312,9 +312,9 @@ def _cache_length(cache: dict) -> jnp.ndarray:
 
 
 def _cache_shape(cache: dict) -> tuple[int, int]:
-    """(batch, max_length) a KV cache was allocated for (its keys are (B, max_length, H, D))."""
+    """(batch, max_length) a KV cache was allocated for (its keys are (B, H, max_length, D))."""
     key = next(value for path, value in flatten_dict(unfreeze(cache)).items() if path[-1] == "cached_key")
-    return int(key.shape[0]), int(key.shape[1])
+    return int(key.shape[0]), int(key.shape[2])
 
 
 def _is_concrete(x) -> bool:
