@@ -10,7 +10,7 @@ has been imported (a post-import hook on `sys.meta_path`), or at once for those 
     transformers.models.auto.modeling_flax_auto  -> FlaxAutoModel, FlaxAutoModelForCausalLM
     transformers.models.auto.modeling_auto       -> AutoModel, AutoModelForCausalLM (when torch is installed)
     pygpt_hf.modeling_flax_pygpt                 -> `push_to_hub` writes our model card (model_card.py)
-    lm_eval.models                               -> lm-evaluation-harness: model type `pygpt` (evaluation/)
+    lm_eval.api.registry                         -> lm-evaluation-harness: model type `pygpt` (evaluation/)
 
 The model classes are registered lazily too, the way transformers resolves its own models (by name, imported
 on first lookup): their entry in the Auto mapping is a `(module, class name)` that the mapping imports when a
@@ -111,9 +111,9 @@ def _install_card_writer(modeling_flax) -> None:
     modeling_flax.FlaxPyGPTPreTrainedModel.push_card_writer = staticmethod(write_push_card)
 
 
-def _register_lm_eval(lm_eval_models) -> None:
-    # lm-evaluation-harness (the `eval` extra): the model type name `pygpt`, registered once the harness's own
-    # models are (its registry fills itself only while empty); the model class is imported on first use
+def _register_lm_eval(lm_eval_registry) -> None:
+    # lm-evaluation-harness (the `eval` extra): when its registry loads, the model type name `pygpt` is added
+    # after the harness's own models (its registry fills itself only while empty); the class loads on first use
     from .evaluation import register_with_lm_eval
 
     register_with_lm_eval()
@@ -125,7 +125,7 @@ REGISTRATIONS: dict[str, Callable] = {
     "transformers.models.auto.modeling_flax_auto": _register_flax_models,
     "transformers.models.auto.modeling_auto": _register_torch_models,
     f"{_PACKAGE}.modeling_flax_pygpt": _install_card_writer,
-    "lm_eval.models": _register_lm_eval,
+    "lm_eval.api.registry": _register_lm_eval,
 }
 
 

@@ -426,12 +426,15 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         return freeze(unflatten_dict(params))
 
     def init_cache(self, batch_size: int, max_length: int) -> dict:
-        """An empty KV cache for decoding up to `max_length` tokens (zeros of shape (B, max_length, H, D))."""
+        """An empty KV cache for decoding up to `max_length` tokens (zeros of shape (B, H, max_length, D)).
+
+        `max_length` may exceed `n_positions` (a server's rolling cache, with explicit `position_ids`); a forward
+        pass still refuses more than `n_positions` tokens of context (see `validate_flax_inputs`).
+        """
         if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
             raise ValueError(f"init_cache: batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(max_length, numbers.Integral) or not 0 < max_length <= self.config.n_positions:
-            raise ValueError(f"init_cache: max_length must be in [1, n_positions={self.config.n_positions}], "
-                             f"got {max_length!r}")
+        if not isinstance(max_length, numbers.Integral) or max_length <= 0:
+            raise ValueError(f"init_cache: max_length must be a positive integer, got {max_length!r}")
         input_ids = jnp.ones((batch_size, max_length), dtype="i4")
         position_ids = jnp.broadcast_to(jnp.arange(max_length), input_ids.shape)
         init = partial(self.module.init, return_dict=False, init_cache=True)
