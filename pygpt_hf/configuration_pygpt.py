@@ -448,3 +448,47 @@ def push_folder(folder: str, repo_id: str, files_timestamps: dict | None = None,
                  if "/" not in name and is_weights_file(name, variant) and name not in kept]
     return api.create_commit(repo_id, operations=deletions + additions, commit_message=commit_message or "Upload model",
                              commit_description=commit_description, create_pr=create_pr, revision=revision)
+
+
+def damaged_weights_error(name_or_path, kwargs: dict, err: Exception) -> OSError:
+    """An OSError naming the unreadable weights file (index or shard) of a checkpoint transformers failed on.
+
+    transformers' PyTorch loader passes on safetensors' and json's own errors, which name no file.
+    """
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    folder = os.path.join(str(name_or_path), kwargs.get("subfolder") or "")
+    if not os.path.isdir(folder):  # a Hub repo: look at what the failed load left in the cache
+        from transformers.utils.hub import cached_file
+
+        for name in (WEIGHTS_INDEX_NAME, WEIGHTS_NAME):
+            try:
+                found = cached_file(str(name_or_path), name, local_files_only=True, revision=kwargs.get("revision"),
+                                    subfolder=kwargs.get("subfolder") or "", cache_dir=kwargs.get("cache_dir"),
+                                    _raise_exceptions_for_missing_entries=False)
+            except OSError:
+                found = None
+            if found:
+                folder = os.path.dirname(found)
+                break
+    candidates = [WEIGHTS_NAME]
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                candidates = sorted(set(json.load(f)["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as index_err:
+            return OSError(f"The checkpoint index {index} is corrupted and cannot be read ({index_err!r}); "
+                           f"re-download or re-save the checkpoint")
+    for name in candidates:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            try:
+                with safe_open(path, framework="numpy"):
+                    pass
+            except SafetensorError as shard_err:
+                return OSError(f"The weights file {path} is corrupted or truncated and cannot be read: {shard_err}. "
+                               f"Re-download or re-save the checkpoint.")
+    return OSError(f"The weights of {name_or_path} cannot be read: {err}. Re-download or re-save the checkpoint.")

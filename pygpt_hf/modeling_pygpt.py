@@ -32,6 +32,7 @@ from .configuration_pygpt import (
     check_position_values,
     check_token_ids,
     check_token_values,
+    damaged_weights_error,
     parse_max_shard_size,
     push_folder,
     replaced_folder,
@@ -269,8 +270,16 @@ class PyGPTPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' `from_pretrained`, except that a damaged generation_config.json is an error naming it."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """transformers' `from_pretrained`, except that a damaged generation_config.json, weights index or
+        weights file (one or a shard) is an error naming it."""
+        import json
+
+        from safetensors import SafetensorError
+
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (SafetensorError, json.JSONDecodeError) as err:  # transformers passes these on, naming no file
+            raise damaged_weights_error(pretrained_model_name_or_path, kwargs, err) from err
         check_generation_config_file(pretrained_model_name_or_path, kwargs)
         return model
 
