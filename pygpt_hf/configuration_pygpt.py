@@ -311,15 +311,14 @@ def is_weights_file(name: str, variant: str | None = None) -> bool:
     These are the files one save replaces as a set: a sharded save removes an old `model.safetensors` (which
     loaders would otherwise prefer) and a save with fewer shards removes the extra ones.
     """
-    tag = re.escape(f".{variant}") if variant else ""
-    index_tag = re.escape(f".{variant}") if variant else ""
+    tag = re.escape(f".{variant}") if variant else ""  # transformers: model.v2.safetensors, ...index.v2.json
     patterns = (
         rf"model{tag}\.safetensors",
         rf"model{tag}-\d{{5}}-of-\d{{5}}\.safetensors",
-        rf"model\.safetensors\.index{index_tag}\.json",
+        rf"model\.safetensors\.index{tag}\.json",
         rf"flax_model{tag}\.msgpack",  # transformers' Flax loader would prefer it to our safetensors
         rf"flax_model{tag}-\d{{5}}-of-\d{{5}}\.msgpack",
-        rf"flax_model\.msgpack\.index{index_tag}\.json",
+        rf"flax_model\.msgpack\.index{tag}\.json",
     )
     return any(re.fullmatch(pattern, name) for pattern in patterns)
 
