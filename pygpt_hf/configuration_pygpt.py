@@ -4,6 +4,11 @@ This file travels with every saved checkpoint (remote code), so it imports only 
 unchanged on transformers 4.57 and 5.x.
 """
 
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from transformers import PretrainedConfig
 
 POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rope")
@@ -233,29 +238,26 @@ def check_generation_length(prompt: int, n_positions: int, max_new_tokens: int |
     return total
 
 
-def check_max_shard_size(max_shard_size: int | str, weights_bytes: int) -> None:
-    """One `model.safetensors` is the only layout for now: a shard size smaller than the weights is refused."""
+def parse_max_shard_size(max_shard_size: int | str) -> int:
+    """`max_shard_size` in bytes ("5GB", "200MB", "1MiB" or an int, as transformers reads it); > 0 or refused."""
     try:
         from transformers.utils.hub import convert_file_size_to_int
     except ImportError:  # pragma: no cover - moved in some transformers versions
         from huggingface_hub.serialization._base import parse_size_to_int as convert_file_size_to_int
     try:
+        if isinstance(max_shard_size, bool):
+            raise TypeError("a bool is not a size")
         limit = convert_file_size_to_int(max_shard_size)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"save_pretrained: max_shard_size={max_shard_size!r} is not a size such as '5GB'") from err
-    if limit < weights_bytes:
-        raise ValueError(
-            f"save_pretrained: max_shard_size={max_shard_size!r} ({limit} bytes) is smaller than the weights, "
-            f"{weights_bytes} bytes in one model.safetensors; sharded checkpoints are not supported yet, so pass "
-            f"max_shard_size >= {weights_bytes} (or leave the default)"
-        )
+    if limit <= 0:
+        raise ValueError(f"save_pretrained: max_shard_size={max_shard_size!r} must be a positive size such as '5GB'")
+    return limit
 
 
 def check_generation_config_file(name_or_path, kwargs: dict) -> None:
     """transformers' `from_pretrained` falls back to a default generation config when generation_config.json
     cannot be read, which hides a damaged file: re-read a local one, so a broken file raises and is named."""
-    import os
-
     from transformers import GenerationConfig
 
     folder = os.path.join(str(name_or_path), kwargs.get("subfolder") or "")
@@ -284,7 +286,6 @@ AUTO_MAP = {
 
 def save_remote_code(save_directory: str) -> None:
     """Copy the travelling source files next to a checkpoint (those that exist beside this file)."""
-    import os
     import shutil
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -292,3 +293,201 @@ def save_remote_code(save_directory: str) -> None:
         source, target = os.path.join(here, name), os.path.join(save_directory, name)
         if os.path.isfile(source) and os.path.abspath(source) != os.path.abspath(target):
             shutil.copyfile(source, target)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoint files, shared by both frameworks. Weights are one `model.safetensors` or, above `max_shard_size`,
+# `model-00001-of-0000N.safetensors` plus `model.safetensors.index.json` (transformers' layout, which its
+# PyTorch loader reads and the Flax model reads through `modeling_flax_pygpt.load_sharded_params`).
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+SHARD_PATTERN = "model{suffix}.safetensors"  # huggingface_hub's filename_pattern: suffix "-00001-of-00003"
+
+
+def is_weights_file(name: str, variant: str | None = None) -> bool:
+    """Is `name` a weights file of this variant (single file, a shard, an index, or a Flax msgpack)?
+
+    These are the files one save replaces as a set: a sharded save removes an old `model.safetensors` (which
+    loaders would otherwise prefer) and a save with fewer shards removes the extra ones.
+    """
+    tag = re.escape(f".{variant}") if variant else ""  # transformers: model.v2.safetensors, ...index.v2.json
+    patterns = (
+        rf"model{tag}\.safetensors",
+        rf"model{tag}-\d{{5}}-of-\d{{5}}\.safetensors",
+        rf"model\.safetensors\.index{tag}\.json",
+        rf"flax_model{tag}\.msgpack",  # transformers' Flax loader would prefer it to our safetensors
+        rf"flax_model{tag}-\d{{5}}-of-\d{{5}}\.msgpack",
+        rf"flax_model\.msgpack\.index{tag}\.json",
+    )
+    return any(re.fullmatch(pattern, name) for pattern in patterns)
+
+
+def plan_shards(sizes: dict[str, int], max_shard_size: int) -> tuple[dict[str, list[str]], dict | None]:
+    """({file name: tensor names}, index or None) for tensors of the given byte sizes, in their order.
+
+    huggingface_hub's splitter (what transformers' PyTorch `save_pretrained` uses), so both frameworks cut
+    the same way; the index is transformers' (`metadata.total_size`, `weight_map`).
+    """
+    from huggingface_hub.serialization import split_state_dict_into_shards_factory
+
+    split = split_state_dict_into_shards_factory(
+        sizes, get_storage_size=lambda size: size, filename_pattern=SHARD_PATTERN, max_shard_size=max_shard_size
+    )
+    if not split.is_sharded:
+        return {WEIGHTS_NAME: list(sizes)}, None
+    return split.filename_to_tensors, {"metadata": dict(split.metadata), "weight_map": split.tensor_to_filename}
+
+
+def write_index(path: str, index: dict) -> None:
+    """The index as transformers writes it (sorted keys, indent 2, final newline)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link (instant, no extra disk), or copy where the file system cannot."""
+    import shutil
+
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@contextmanager
+def replaced_folder(save_directory, variant: str | None = None) -> Iterator[str]:
+    """Yield an empty staging folder; on success it replaces `save_directory` as a whole (one rename).
+
+    What a save does not write is carried over from the old folder (a tokenizer, a README, training state),
+    except the old weights files (`is_weights_file`): nothing stale survives next to the new set. A crash or
+    an error inside the block leaves the old folder exactly as it was and no staging folder.
+    """
+    import shutil
+    import tempfile
+
+    target = os.path.realpath(os.fspath(save_directory))  # through a symlink: stage beside the real folder
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"save_pretrained: {os.fspath(save_directory)} is a file, not a folder")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; give it a normal folder's mode
+        yield staging
+        if not os.path.isdir(target):
+            os.rename(staging, target)  # the commit point
+            return
+        written = set(os.listdir(staging))
+        for name in os.listdir(target):
+            source, copy = os.path.join(target, name), os.path.join(staging, name)
+            if name in written or is_weights_file(name, variant):
+                continue
+            if os.path.islink(source):
+                os.symlink(os.readlink(source), copy)
+            elif os.path.isdir(source):
+                shutil.copytree(source, copy, symlinks=True, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(source, copy)
+        try:
+            cwd = os.getcwd()
+        except FileNotFoundError:
+            cwd = None
+        old = staging + ".old"
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)  # the commit point
+        except BaseException:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        if cwd is not None and (cwd == target or cwd.startswith(target + os.sep)):
+            os.chdir(cwd)  # this process stood in the old folder: the same path now names the new one
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def push_folder(folder: str, repo_id: str, files_timestamps: dict | None = None, *, commit_message: str | None = None,
+                token=None, create_pr: bool = False, revision: str | None = None,
+                commit_description: str | None = None, variant: str | None = None):
+    """Upload a saved folder in one commit that also deletes the repo's stale weights files.
+
+    New or modified files are added (all of them without `files_timestamps`, the mtimes taken before the
+    save, as transformers' `_upload_modified_files` reads them); weights files in the repo that this save
+    did not write are deleted in the same commit, so a sharded push over a single file (or a push with fewer
+    shards) never leaves a stale `model.safetensors` for loaders to prefer.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    api = HfApi(token=token)
+    if revision is not None and not revision.startswith("refs/pr"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    additions = []
+    for entry in sorted(os.listdir(folder)):
+        path = os.path.join(folder, entry)
+        if files_timestamps is not None and entry in files_timestamps and \
+                os.path.getmtime(path) <= files_timestamps[entry]:
+            continue
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    additions.append(CommitOperationAdd(path_in_repo=os.path.relpath(full, folder).replace(os.sep, "/"),
+                                                        path_or_fileobj=full))
+        elif os.path.isfile(path):
+            additions.append(CommitOperationAdd(path_in_repo=entry, path_or_fileobj=path))
+    kept = {name for name in os.listdir(folder) if is_weights_file(name, variant)}
+    remote = api.list_repo_files(repo_id, revision=None if create_pr else revision)
+    deletions = [CommitOperationDelete(path_in_repo=name) for name in remote
+                 if "/" not in name and is_weights_file(name, variant) and name not in kept]
+    return api.create_commit(repo_id, operations=deletions + additions, commit_message=commit_message or "Upload model",
+                             commit_description=commit_description, create_pr=create_pr, revision=revision)
+
+
+def damaged_weights_error(name_or_path, kwargs: dict, err: Exception) -> OSError:
+    """An OSError naming the unreadable weights file (index or shard) of a checkpoint transformers failed on.
+
+    transformers' PyTorch loader passes on safetensors' and json's own errors, which name no file.
+    """
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    folder = os.path.join(str(name_or_path), kwargs.get("subfolder") or "")
+    if not os.path.isdir(folder):  # a Hub repo: look at what the failed load left in the cache
+        from transformers.utils.hub import cached_file
+
+        for name in (WEIGHTS_INDEX_NAME, WEIGHTS_NAME):
+            try:
+                found = cached_file(str(name_or_path), name, local_files_only=True, revision=kwargs.get("revision"),
+                                    subfolder=kwargs.get("subfolder") or "", cache_dir=kwargs.get("cache_dir"),
+                                    _raise_exceptions_for_missing_entries=False)
+            except OSError:
+                found = None
+            if found:
+                folder = os.path.dirname(found)
+                break
+    candidates = [WEIGHTS_NAME]
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                candidates = sorted(set(json.load(f)["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as index_err:
+            return OSError(f"The checkpoint index {index} is corrupted and cannot be read ({index_err!r}); "
+                           f"re-download or re-save the checkpoint")
+    for name in candidates:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            try:
+                with safe_open(path, framework="numpy"):
+                    pass
+            except SafetensorError as shard_err:
+                return OSError(f"The weights file {path} is corrupted or truncated and cannot be read: {shard_err}. "
+                               f"Re-download or re-save the checkpoint.")
+    return OSError(f"The weights of {name_or_path} cannot be read: {err}. Re-download or re-save the checkpoint.")

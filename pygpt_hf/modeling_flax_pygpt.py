@@ -25,16 +25,22 @@ from transformers.modeling_flax_outputs import FlaxBaseModelOutputWithPast, Flax
 from transformers.modeling_flax_utils import ACT2FN, FlaxPreTrainedModel
 
 from .configuration_pygpt import (
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
     PyGPTConfig,
     check_attention_mask,
     check_generation_config_file,
     check_generation_length,
-    check_max_shard_size,
     check_position_ids,
     check_position_values,
     check_token_ids,
     check_token_values,
+    parse_max_shard_size,
+    plan_shards,
+    push_folder,
+    replaced_folder,
     save_remote_code,
+    write_index,
 )
 
 # ----------------------------------------------------------------------------------------------------------
@@ -399,11 +405,6 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
     # where this file travels alone (remote code) it stays None and transformers' card is pushed.
     push_card_writer = None
 
-    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
-        if self.push_card_writer is not None:
-            self.push_card_writer(working_dir, repo_id)  # README.md into the folder about to be uploaded
-        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
-
     def __init__(self, config: PyGPTConfig, input_shape: tuple = (1, 1), seed: int = 0,
                  dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32, _do_init: bool = True, **kwargs):
         module = self.module_class(config=config, dtype=dtype, param_dtype=param_dtype, **kwargs)
@@ -486,10 +487,12 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         """Save config, generation config and weights, with the weights in the PyTorch layout.
 
         One `model.safetensors` (metadata format "pt") serves both frameworks: the PyTorch twin loads it
-        natively (transformers 4.57 and 5.x) and Flax loads it through transformers' PT->Flax path. The
-        travelling source files are copied beside it, so the folder also loads as remote code. Sharded
-        checkpoints are not written yet: a `max_shard_size` smaller than the weights is refused before
-        anything is written. `push_to_hub` takes repo_id, commit_message, private, create_pr, revision and
+        natively (transformers 4.57 and 5.x) and Flax loads it through transformers' PT->Flax path. Weights
+        above `max_shard_size` are split into `model-00001-of-0000N.safetensors` shards with transformers'
+        `model.safetensors.index.json`, which the twin loads natively and `from_pretrained` here shard by
+        shard. The folder is replaced as a whole (`replaced_folder`): other files in it are kept, old weights
+        files are not. The travelling source files are copied beside the weights, so the folder also loads as
+        remote code. `push_to_hub` takes repo_id, commit_message, private, create_pr, revision and
         commit_description; any other keyword is an error.
         """
         from safetensors.numpy import save_file
@@ -502,33 +505,47 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         if not safe_serialization:
             raise ValueError("save_pretrained: PyGPT checkpoints are always model.safetensors; "
                              "safe_serialization=False (flax_model.msgpack) is not supported")
-        state = flax_params_to_pytorch_layout(params if params is not None else self.params)
-        check_max_shard_size(max_shard_size, sum(value.nbytes for value in state.values()))
+        limit = parse_max_shard_size(max_shard_size)
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained: {save_directory!s} is a file, not a folder")
+        state = flax_params_to_pytorch_layout(params if params is not None else self.params)
+        shards, index = plan_shards({name: value.nbytes for name, value in state.items()}, limit)
 
-        os.makedirs(save_directory, exist_ok=True)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
             repo_id = self._create_repo(repo_id, private=hub_kwargs.pop("private", None), token=token)
-            files_timestamps = self._get_files_timestamps(save_directory)
+            files_timestamps = self._get_files_timestamps(save_directory) if os.path.isdir(save_directory) else {}
 
         self.config.architectures = [self.__class__.__name__[4:]]  # the PyTorch twin's class name
-        self.config.save_pretrained(save_directory)
-        if self.can_generate():
-            self.generation_config.save_pretrained(save_directory)
-        weights_path = os.path.join(save_directory, "model.safetensors")
-        save_file(state, weights_path + ".tmp", metadata={"format": "pt"})
-        os.replace(weights_path + ".tmp", weights_path)  # atomic: a crash leaves the old or the new file
-        save_remote_code(save_directory)
+        with replaced_folder(save_directory) as staging:
+            self.config.save_pretrained(staging)
+            if self.can_generate():
+                self.generation_config.save_pretrained(staging)
+            for filename, names in shards.items():
+                save_file({name: state[name] for name in names}, os.path.join(staging, filename),
+                          metadata={"format": "pt"})
+            if index is not None:
+                index["metadata"]["total_parameters"] = sum(int(state[name].size) for name in state)
+                write_index(os.path.join(staging, WEIGHTS_INDEX_NAME), index)
+            save_remote_code(staging)
 
         if push_to_hub:
             self._upload_modified_files(save_directory, repo_id, files_timestamps, token=token, **hub_kwargs)
 
+    def _upload_modified_files(self, working_dir, repo_id, files_timestamps, commit_message=None, token=None,
+                               create_pr=False, revision=None, commit_description=None):
+        """transformers' upload of the new or modified files, in a commit that also deletes stale weights."""
+        if self.push_card_writer is not None:
+            self.push_card_writer(working_dir, repo_id)  # README.md into the folder about to be uploaded
+        return push_folder(working_dir, repo_id, files_timestamps, commit_message=commit_message or "Upload model",
+                           token=token, create_pr=create_pr, revision=revision, commit_description=commit_description)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As transformers' `from_pretrained`, with a clear error when the weights file is damaged.
+        """As transformers' `from_pretrained`, plus sharded safetensors and a clear error for damaged weights.
 
+        transformers 4.57's Flax loader raises NotImplementedError for `model.safetensors.index.json`; such a
+        checkpoint (a local folder or a Hub repo) is read here, shard by shard (`load_sharded_params`).
         With `_do_init=False` it returns `(model, params)` as transformers does. Its PT->Flax loader reads
         `model.params` for the tree's names and shapes, which a model without params cannot give, so the
         checkpoint is loaded normally and its params handed out beside a model that holds none.
@@ -536,6 +553,14 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
         from safetensors import SafetensorError
 
         do_init = kwargs.pop("_do_init", True)
+        index_file = _sharded_index_file(pretrained_model_name_or_path, kwargs)
+        if index_file is not None:
+            model, params = _from_sharded(cls, pretrained_model_name_or_path, index_file, args, kwargs)
+            if do_init:
+                model._is_initialized = True  # what __init__ sets with _do_init=True; params are the loaded ones
+                model.params = params
+                return model
+            return model, params
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as err:
@@ -550,6 +575,171 @@ class FlaxPyGPTPreTrainedModel(FlaxPreTrainedModel):
                     param_dtype=model.module.param_dtype, _do_init=False)
         empty.generation_config = model.generation_config
         return empty, model.params
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sharded safetensors for Flax: transformers 4.57 reads them only in PyTorch, so the index is handled here,
+# without torch, one tensor at a time (peak host memory: the model plus one tensor, never a second copy).
+
+# transformers' cached_file keywords that from_pretrained passes on (the rest configure the config or model)
+HUB_FILE_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def _hub_file(name_or_path, filename: str, kwargs: dict, required: bool) -> str | None:
+    """The local path of `filename` in a folder or a Hub repo (downloaded, `revision` respected), or None."""
+    from transformers.utils.hub import cached_file
+
+    hub = {k: kwargs[k] for k in HUB_FILE_KWARGS if kwargs.get(k) is not None}
+    return cached_file(str(name_or_path), filename, _commit_hash=kwargs.get("_commit_hash"),
+                       _raise_exceptions_for_missing_entries=required,
+                       _raise_exceptions_for_gated_repo=required, **hub)
+
+
+def _sharded_index_file(name_or_path, kwargs: dict) -> str | None:
+    """The index of a sharded checkpoint, or None where transformers' loader applies (or raises its error).
+
+    A single `model.safetensors` (or `flax_model.msgpack`) wins over an index, as in transformers.
+    """
+    if name_or_path is None or kwargs.get("from_pt"):
+        return None
+    folder = os.path.join(str(name_or_path), kwargs.get("subfolder") or "")
+    if os.path.isdir(str(name_or_path)):
+        if any(os.path.isfile(os.path.join(folder, n)) for n in (WEIGHTS_NAME, "flax_model.msgpack")):
+            return None
+        index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+        return index if os.path.isfile(index) else None
+    if os.path.isfile(str(name_or_path)):
+        return None
+    try:
+        if _hub_file(name_or_path, WEIGHTS_NAME, kwargs, required=False) is not None:
+            return None
+        return _hub_file(name_or_path, WEIGHTS_INDEX_NAME, kwargs, required=False)
+    except OSError:
+        return None  # transformers' loader tries again and words the error
+
+
+def read_shard_index(index_file: str) -> dict[str, str]:
+    """{tensor name: shard file} from a `model.safetensors.index.json`, or an error naming the file."""
+    import json
+
+    try:
+        with open(index_file, encoding="utf-8") as f:
+            index = json.load(f)
+        weight_map = index["weight_map"]
+        if not isinstance(weight_map, dict) or not weight_map or \
+                not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError("weight_map must map tensor names to shard file names")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise OSError(f"The checkpoint index {index_file} is corrupted and cannot be read ({err!r}); "
+                      f"re-download or re-save the checkpoint") from err
+    return weight_map
+
+
+def _pytorch_names(shape_tree) -> dict[str, tuple[tuple, bool]]:
+    """{PyTorch name: (Flax path, transposed)}: `flax_params_to_pytorch_layout`'s naming, inverted."""
+    names = {}
+    for path in flatten_dict(unfreeze(shape_tree)):
+        *prefix, leaf = path
+        torch_leaf = "weight" if leaf in ("kernel", "scale", "embedding") else leaf
+        names[".".join((*prefix, torch_leaf))] = (path, leaf == "kernel")
+    return names
+
+
+def load_sharded_params(model, shard_files: dict[str, str], weight_map: dict[str, str],
+                        ignore_mismatched_sizes: bool = False) -> tuple[dict, set]:
+    """The Flax params of `model` (built with `_do_init=False`) read from PyTorch-layout shards.
+
+    `shard_files` maps each shard's name in the index to its local path. Returns (flat params by Flax path,
+    missing Flax paths). A base-model checkpoint loads into the LM and the other way round, as in transformers.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    prefix = model.base_model_prefix + "."
+    names = _pytorch_names(model.params_shape_tree)
+    shapes = flatten_dict(unfreeze(model.params_shape_tree))
+    params, unexpected = {}, []
+    for shard, path in shard_files.items():
+        expected = [name for name, file in weight_map.items() if file == shard]
+        try:
+            with safe_open(path, framework="numpy") as f:
+                if (f.metadata() or {}).get("format") != "pt":
+                    raise OSError(f"The shard {path} has no metadata format 'pt' (save it with save_pretrained)")
+                present = set(f.keys())
+                absent = [name for name in expected if name not in present]
+                if absent:
+                    raise OSError(f"The shard {path} lacks {absent[:3]} that the index places in it; "
+                                  f"re-download or re-save the checkpoint")
+                for name in expected:
+                    target = names.get(name) or names.get(prefix + name) or \
+                        (names.get(name[len(prefix):]) if name.startswith(prefix) else None)
+                    if target is None:
+                        unexpected.append(name)
+                        continue
+                    flax_path, transposed = target
+                    value = f.get_tensor(name)
+                    value = value.T if transposed else value
+                    if value.shape != tuple(shapes[flax_path].shape):
+                        if ignore_mismatched_sizes:
+                            continue
+                        raise ValueError(f"Trying to load {name} from {path}: the checkpoint has shape {value.shape}, "
+                                         f"the model {tuple(shapes[flax_path].shape)}; pass "
+                                         f"ignore_mismatched_sizes=True to initialise it randomly instead")
+                    params[flax_path] = jnp.asarray(value)
+        except SafetensorError as err:
+            raise OSError(f"The shard {path} is corrupted or truncated and cannot be read: {err}. "
+                          f"Re-download or re-save the checkpoint.") from err
+    if unexpected:
+        from transformers.utils import logging
+
+        logging.get_logger(__name__).warning(
+            f"Some weights of the checkpoint were not used by {type(model).__name__}: {sorted(unexpected)}")
+    return params, set(shapes) - set(params)
+
+
+def _from_sharded(cls, name_or_path, index_file: str, model_args: tuple, kwargs: dict):
+    """(model built with `_do_init=False`, params) from a sharded checkpoint; `from_pretrained`'s keywords."""
+    kwargs = dict(kwargs)
+    dtype = model_args[0] if model_args else kwargs.pop("dtype", jnp.float32)
+    model_args = model_args[1:]
+    config = kwargs.pop("config", None)
+    ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+    hub = {k: kwargs.pop(k) for k in (*HUB_FILE_KWARGS, "_commit_hash") if k in kwargs}
+    for name in ("trust_remote_code", "resume_download", "adapter_kwargs", "_from_auto", "_from_pipeline"):
+        kwargs.pop(name, None)  # as transformers: meaningful for Auto classes and pipelines only
+    if not isinstance(config, PyGPTConfig):
+        config, model_kwargs = cls.config_class.from_pretrained(
+            config if config is not None else name_or_path, return_unused_kwargs=True, **hub, **kwargs)
+    else:
+        model_kwargs = kwargs
+    model = cls(config, *model_args, dtype=dtype, _do_init=False, **model_kwargs)
+
+    weight_map = read_shard_index(index_file)
+    shard_files = {}
+    for shard in sorted(set(weight_map.values())):
+        local = os.path.join(os.path.dirname(index_file), shard)
+        if os.path.isdir(str(name_or_path)):
+            if not os.path.isfile(local):
+                raise OSError(f"The shard {local} is missing: {index_file} lists it; re-download or re-save "
+                              f"the checkpoint")
+        else:
+            local = _hub_file(name_or_path, shard, hub, required=True)
+        shard_files[shard] = local
+    params, missing = load_sharded_params(model, shard_files, weight_map, ignore_mismatched_sizes)
+    if missing:  # e.g. an LM head the checkpoint lacks: random, as transformers does (and says)
+        from transformers.utils import logging
+
+        logging.get_logger(__name__).warning(
+            f"Some weights of {cls.__name__} were not in the checkpoint {name_or_path} and are newly "
+            f"initialized: {sorted('.'.join(p) for p in missing)}")
+        random = flatten_dict(unfreeze(model.init_weights(model.key, model.input_shape)))
+        params.update({path: random[path] for path in missing})
+    if model.can_generate():
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(name_or_path, **hub)
+        except OSError:
+            model.generation_config = GenerationConfig.from_model_config(config)
+    check_generation_config_file(name_or_path, hub)
+    return model, freeze(unflatten_dict(params))
 
 
 class FlaxPyGPTModel(FlaxPyGPTPreTrainedModel):

@@ -28,11 +28,14 @@ from .configuration_pygpt import (
     check_generation_config_file,
     check_generation_length,
     check_length,
-    check_max_shard_size,
     check_position_ids,
     check_position_values,
     check_token_ids,
     check_token_values,
+    damaged_weights_error,
+    parse_max_shard_size,
+    push_folder,
+    replaced_folder,
     save_remote_code,
 )
 
@@ -215,11 +218,15 @@ class PyGPTPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
         """Save weights and config as transformers does, then copy the travelling source files beside them.
 
-        With `push_to_hub=True` the finished folder is uploaded afterwards (transformers would upload before
-        the code is copied); it takes repo_id, commit_message, private, token, create_pr, revision and
-        commit_description. Sharded checkpoints are not written yet: a `max_shard_size` smaller than the
-        weights is refused before anything is written, as is `safe_serialization=False` (a pickle).
-        Keywords transformers' `save_pretrained` does not name are an error, not ignored.
+        Weights above `max_shard_size` (default 5GB) are sharded by transformers itself
+        (`model-00001-of-0000N.safetensors` + `model.safetensors.index.json`). The folder is replaced as a
+        whole (`replaced_folder`): other files in it are kept, the weights files of an earlier save are not
+        (transformers alone would leave an old `model.safetensors` beside new shards, and loaders prefer it).
+        With `is_main_process=False` transformers' own behaviour is kept (it writes the weights in place).
+        With `push_to_hub=True` the finished folder is uploaded afterwards, stale weights deleted in the same
+        commit; it takes repo_id, commit_message, private, token, create_pr, revision and commit_description.
+        `safe_serialization=False` (a pickle) is refused. Keywords transformers' `save_pretrained` does not
+        name are an error, not ignored.
         """
         if args:
             raise TypeError("save_pretrained takes save_directory positionally and everything else by keyword")
@@ -234,31 +241,45 @@ class PyGPTPreTrainedModel(PreTrainedModel):
             raise ValueError("save_pretrained: PyGPT checkpoints are always model.safetensors; "
                              "safe_serialization=False (a pickled pytorch_model.bin) is not supported")
         if "max_shard_size" in kwargs:
-            state = kwargs.get("state_dict") or self.state_dict()
-            unique = {t.data_ptr(): t.numel() * t.element_size() for t in state.values()}  # tied weights once
-            check_max_shard_size(kwargs["max_shard_size"], sum(unique.values()))
-        super().save_pretrained(save_directory, **kwargs)
-        save_remote_code(str(save_directory))
+            kwargs["max_shard_size"] = parse_max_shard_size(kwargs["max_shard_size"])
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained: {os.fspath(save_directory)} is a file, not a folder")
+        if not kwargs.get("is_main_process", True):
+            super().save_pretrained(save_directory, **kwargs)
+            save_remote_code(str(save_directory))
+        else:
+            with replaced_folder(save_directory, kwargs.get("variant")) as staging:
+                super().save_pretrained(staging, **kwargs)
+                save_remote_code(staging)
         if push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
+            from huggingface_hub import create_repo
 
             repo_id = hub_kwargs.get("repo_id") or os.path.basename(os.path.abspath(save_directory))
             token = hub_kwargs.get("token")
             repo_id = create_repo(repo_id, private=hub_kwargs.get("private"), token=token, exist_ok=True).repo_id
-            upload_folder(
-                repo_id=repo_id,
-                folder_path=str(save_directory),
-                commit_message=hub_kwargs.get("commit_message") or "Upload PyGPT model",
-                commit_description=hub_kwargs.get("commit_description"),
-                create_pr=hub_kwargs.get("create_pr"),
-                revision=hub_kwargs.get("revision"),
-                token=token,
-            )
+            push_folder(str(save_directory), repo_id, commit_message=hub_kwargs.get("commit_message") or
+                        "Upload PyGPT model", commit_description=hub_kwargs.get("commit_description"),
+                        create_pr=hub_kwargs.get("create_pr") or False, revision=hub_kwargs.get("revision"),
+                        token=token, variant=kwargs.get("variant"))
+
+    def _upload_modified_files(self, working_dir, repo_id, files_timestamps, commit_message=None, token=None,
+                               create_pr=False, revision=None, commit_description=None):
+        """`push_to_hub`'s upload (transformers'), in a commit that also deletes stale weights files."""
+        return push_folder(working_dir, repo_id, files_timestamps, commit_message=commit_message or "Upload model",
+                           token=token, create_pr=create_pr, revision=revision, commit_description=commit_description)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' `from_pretrained`, except that a damaged generation_config.json is an error naming it."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """transformers' `from_pretrained`, except that a damaged generation_config.json, weights index or
+        weights file (one or a shard) is an error naming it."""
+        import json
+
+        from safetensors import SafetensorError
+
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (SafetensorError, json.JSONDecodeError) as err:  # transformers passes these on, naming no file
+            raise damaged_weights_error(pretrained_model_name_or_path, kwargs, err) from err
         check_generation_config_file(pretrained_model_name_or_path, kwargs)
         return model
 

@@ -5,6 +5,7 @@
     python scripts/benchmark.py tokenizer-train  # our BPE trainer vs tokenizers' BpeTrainer
     python scripts/benchmark.py tokenizer-encode # our tokenizers vs GPT2Tokenizer / raw tokenizers
     python scripts/benchmark.py eval             # evaluate.py tokens/s vs lm-eval's hf backend (scripts/bench_eval.py)
+    python scripts/benchmark.py checkpoint-load  # Flax load's peak memory: one file vs shards (bench_checkpoints.py)
 
 Absolute numbers drift between runs and machines; the ratios, measured side by side, are the figures.
 """
@@ -134,6 +135,9 @@ def main() -> None:
     import bench_eval
 
     bench_eval.add_args(sub.add_parser("eval", help="evaluate.py vs lm-eval's hf backend (see scripts/bench_eval.py)"))
+    import bench_checkpoints
+
+    bench_checkpoints.add_args(sub.add_parser("checkpoint-load", help="peak memory of a Flax load: one file vs shards"))
     from pygpt_hf.serving import benchmark as serve_benchmark
 
     serve_benchmark.add_arguments(sub.add_parser("serve", help="the OpenAI server under load: batched vs one at a time"))
@@ -145,6 +149,8 @@ def main() -> None:
         bench_train.bench_train(args)
     elif args.command == "eval":
         bench_eval.main(args)
+    elif args.command == "checkpoint-load":
+        bench_checkpoints.main(args)
     elif args.command == "serve":
         serve_benchmark.run(args)
     else:

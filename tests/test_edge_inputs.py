@@ -183,16 +183,19 @@ def test_length_settings_mean_the_same_in_both(pair):
 
 
 @pytest.mark.parametrize("framework", ["flax", "torch"])
-def test_a_shard_size_smaller_than_the_weights_is_refused_and_nothing_is_lost(pair, tmp_path, framework):
+def test_a_shard_size_that_is_not_a_size_is_refused_and_nothing_is_lost(pair, tmp_path, framework):
+    """A size below the weights now shards (tests/test_sharded_checkpoints.py); a size that is no size, or
+    is not positive, is refused by name before anything is written."""
     model = pair[0] if framework == "flax" else pair[1]
     weights = sum(v.nbytes for v in flax_params_to_pytorch_layout(pair[0].params).values())
     folder = tmp_path / "ckpt"
     model.save_pretrained(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    message = error_of(lambda: model.save_pretrained(folder, max_shard_size="20kB"))
-    assert "max_shard_size='20kB' (20000 bytes)" in message and f">= {weights}" in message
+    for bad in ("lots", 0, -1, "-5MB", True):
+        message = error_of(lambda bad=bad: model.save_pretrained(folder, max_shard_size=bad))
+        assert f"max_shard_size={bad!r}" in message
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # refused before anything was written
-    error_of(lambda: model.save_pretrained(tmp_path / "fresh", max_shard_size=weights - 1))
+    error_of(lambda: model.save_pretrained(tmp_path / "fresh", max_shard_size="lots"))
     assert not (tmp_path / "fresh").exists()
     model.save_pretrained(tmp_path / "exact", max_shard_size=weights)  # a size the one file honours
     files = sorted(os.listdir(tmp_path / "exact"))

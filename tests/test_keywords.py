@@ -176,7 +176,7 @@ def test_flax_save_pretrained_keywords(flax_model, tmp_path, hub):
     table = {
         "save_directory": lambda: ok(m.save_pretrained(tmp_path / "a") or (tmp_path / "a" / "model.safetensors").is_file()),
         "params": lambda: _saved_params_differ(m, tmp_path / "b"),
-        "max_shard_size": lambda: raises(ValueError, lambda: m.save_pretrained(tmp_path / "c", max_shard_size="1kB"), "1kB"),
+        "max_shard_size": lambda: _sharded(m, tmp_path / "c"),
         "safe_serialization": lambda: raises(ValueError, lambda: m.save_pretrained(tmp_path / "d", safe_serialization=False),
                                              "safe_serialization"),
         "push_to_hub": lambda: _pushed(hub, lambda repo, **kw: m.save_pretrained(tmp_path / "e", push_to_hub=True, repo_id=repo, **kw)),
@@ -185,6 +185,14 @@ def test_flax_save_pretrained_keywords(flax_model, tmp_path, hub):
                            raises(ValueError, lambda: m.save_pretrained(tmp_path / "g", commit_message="x"), "push_to_hub")),
     }
     walk([type(m).save_pretrained], table)
+
+
+def _sharded(m, path):
+    """A size below the weights writes shards and transformers' index; a size that is no size is refused."""
+    raises(ValueError, lambda: m.save_pretrained(path, max_shard_size="lots"), "lots")
+    m.save_pretrained(path, max_shard_size="4kB")
+    assert (path / "model.safetensors.index.json").is_file() and not (path / "model.safetensors").exists()
+    assert len(list(path.glob("model-*-of-*.safetensors"))) >= 2
 
 
 def _saved_params_differ(m, path):
@@ -205,7 +213,7 @@ def test_torch_save_pretrained_keywords(torch_model, tmp_path, hub):
     table = {
         "save_directory": lambda: ok(m.save_pretrained(tmp_path / "a") or (tmp_path / "a" / "model.safetensors").is_file()),
         "push_to_hub": lambda: _pushed(hub, lambda repo, **kw: m.save_pretrained(tmp_path / "e", push_to_hub=True, repo_id=repo, **kw)),
-        "max_shard_size": lambda: raises(ValueError, lambda: m.save_pretrained(tmp_path / "c", max_shard_size="1kB"), "1kB"),
+        "max_shard_size": lambda: _sharded(m, tmp_path / "c"),
         "safe_serialization": lambda: raises(ValueError, lambda: m.save_pretrained(tmp_path / "d", safe_serialization=False),
                                              "safe_serialization"),
         "is_main_process": lambda: ok(m.save_pretrained(tmp_path / "h", is_main_process=False) or

@@ -32,10 +32,13 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..atomic import atomic_file, write_json
+from ..configuration_pygpt import is_weights_file
 from ..run_folder import STATE_DIR, checkpoint_name, list_checkpoints
 from .hooks import FaultHooks
 
 TMP_PREFIX = ".tmp-checkpoint-"
+# Model weights above this are written as shards + model.safetensors.index.json (transformers' default size)
+MAX_SHARD_SIZE = "5GB"
 
 
 # --- pytrees <-> flat dicts of arrays ---------------------------------------------------------------------
@@ -78,7 +81,7 @@ def remove_debris(output_dir: str) -> None:
     """Delete half-written checkpoints left by a crash (they were never renamed, so nothing refers to them)."""
     if os.path.isdir(output_dir):
         for name in os.listdir(output_dir):
-            if name.startswith(TMP_PREFIX):
+            if name.startswith((TMP_PREFIX, "." + TMP_PREFIX)):  # the second: save_pretrained's own staging
                 shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
 
 
@@ -141,7 +144,8 @@ def save_checkpoint(
     _barrier(f"checkpoint-{step}-data")
 
     if lead:
-        model.save_pretrained(tmp, params=params)  # config, generation config, weights, remote code
+        # config, generation config, weights (sharded above MAX_SHARD_SIZE), remote code
+        model.save_pretrained(tmp, params=params, max_shard_size=MAX_SHARD_SIZE)
         tokenizer.save_pretrained(tmp)
         settings.save(tmp)
         if hooks is not None:
@@ -170,11 +174,15 @@ def publish(checkpoint_dir: str, output_dir: str) -> None:
     so `from_pretrained(output_dir)` loads the latest model."""
     if jax.process_index() != 0:
         return
-    for name in sorted(os.listdir(checkpoint_dir)):
+    names = sorted(os.listdir(checkpoint_dir))
+    for name in names:
         source = os.path.join(checkpoint_dir, name)
         if os.path.isfile(source):
             with atomic_file(os.path.join(output_dir, name)) as tmp:
                 shutil.copyfile(source, tmp)
+    for name in os.listdir(output_dir):  # weights of another layout (one file vs shards) must not outlive it
+        if is_weights_file(name) and name not in names:
+            os.remove(os.path.join(output_dir, name))
 
 
 def prune(output_dir: str, keep: int) -> None:
