@@ -90,6 +90,30 @@ def _register_tokenizers(auto) -> None:
     auto.AutoTokenizer.register(
         PyGPTConfig, slow_tokenizer_class=PyGPTTokenizer, fast_tokenizer_class=PyGPTTokenizerFast, exist_ok=True
     )
+    _name_a_damaged_tokenizer_config(auto)
+
+
+def _name_a_damaged_tokenizer_config(auto) -> None:
+    """`AutoTokenizer` reads tokenizer_config.json itself (`get_tokenizer_config`) before any tokenizer class
+    runs, and a truncated file gives a bare JSONDecodeError. Wrapped here, once, so the error names the file,
+    as every other damaged file of a pygpt folder does; the result for a good file is unchanged."""
+    import functools
+    import json
+
+    read = auto.get_tokenizer_config
+    if getattr(read, "_names_the_file", False):
+        return
+
+    @functools.wraps(read)
+    def get_tokenizer_config(pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return read(pretrained_model_name_or_path, *args, **kwargs)
+        except json.JSONDecodeError as err:
+            raise OSError(f"tokenizer_config.json of {pretrained_model_name_or_path} is not valid JSON "
+                          f"(truncated or corrupted?): {err}") from err
+
+    get_tokenizer_config._names_the_file = True
+    auto.get_tokenizer_config = get_tokenizer_config
 
 
 def _register_flax_models(auto) -> None:
