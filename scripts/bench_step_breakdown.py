@@ -89,8 +89,8 @@ def breakdown(row: int, repeats: int) -> None:
 
     pieces = {  # name -> (times per step, thunk)
         "whole train step (pygpt)": (1, steps["pygpt"][0]),
-        "attention, einsum [B,T,H,D] (before)": (L, _bound(_grad_of(attention_einsum_bthd), q_bthd, k_bthd, v_bthd)),
-        "attention, matmul [B,H,T,D] (now)": (L, _bound(_grad_of(attention_matmul_bhtd), q_bhtd, k_bhtd, v_bhtd)),
+        "attention, einsum [B,T,H,D] (the model)": (L, _bound(_grad_of(attention_einsum_bthd), q_bthd, k_bthd, v_bthd)),
+        "attention, matmul [B,H,T,D] (alternative)": (L, _bound(_grad_of(attention_matmul_bhtd), q_bhtd, k_bhtd, v_bhtd)),
         "attention, jax.nn.dot_product_attention": (L, _bound(_grad_of(attention_dot_product), q_bthd, k_bthd,
                                                                v_bthd)),
         "QKV + output projections": (L, _bound(_grad_of(projections), x, w_qkv, w_o)),

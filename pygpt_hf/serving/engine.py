@@ -43,7 +43,7 @@ import numpy as np
 TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
 WINDOW_STEP = 32  # decode windows are multiples of this many cache columns
 ROW_BUCKETS = (1, 4, 16, 64)  # decode calls run this many rows (the fewest that hold every live slot)
-CACHE_TIME_AXIS = 2  # the model's KV cache keys and values are (batch, heads, time, head_dim)
+CACHE_TIME_AXIS = 1  # the model's KV cache keys and values are (batch, time, heads, head_dim)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class FlaxBatchEngine(Engine):
             return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x[:rows], window_start, window, axis=CACHE_TIME_AXIS)
 
         def put_back(path, big, small):
-            return big if _is_index(path) else jax.lax.dynamic_update_slice(big, small, (0, 0, window_start, 0))
+            return big if _is_index(path) else jax.lax.dynamic_update_slice(big, small, (0, window_start, 0, 0))
 
         full_tokens, full_counters = tokens, counters
         tokens, counters, live, keys = tokens[:rows], counters[:rows], live[:rows], keys[:rows]
@@ -289,7 +289,7 @@ class FlaxBatchEngine(Engine):
         def put(path, big, small):
             if _is_index(path):
                 return big
-            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (row, 0, col, 0))
+            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (row, col, 0, 0))
 
         return jax.tree_util.tree_map_with_path(put, cache, prompt_cache)
 
