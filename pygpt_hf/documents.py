@@ -110,6 +110,7 @@ def instruction_messages(instruction: str, response: str | None = None, context:
 
 
 LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TXT_SAMPLE_BY = ("line", "paragraph", "document")  # what one record of a .txt file is (open_source)
 EMBEDDED_CORPUS_NAME = "tinyshakespeare (embedded)"
 
 
@@ -118,7 +119,7 @@ def embedded_corpus_path() -> str:
     return str(resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt")
 
 
-def _local_files(path: str) -> tuple[str, list[str]]:
+def local_files(path: str) -> tuple[str, list[str]]:
     """(builder name, sorted files) for a local file or a folder of files of one kind."""
     if os.path.isfile(path):
         files = [path]
@@ -153,7 +154,7 @@ def open_source(dataset: str | None, split: str = "train", txt_sample_by: str = 
 
     path = embedded_corpus_path() if dataset is None else os.path.expanduser(dataset)
     if os.path.exists(path):
-        builder, files = _local_files(path)
+        builder, files = local_files(path)
         extra = {"sample_by": txt_sample_by} if builder == "text" else {}
         # Local files form a single split that `datasets` names "train", whatever --split says.
         return load_dataset(builder, data_files=files, split="train", streaming=True, **extra)

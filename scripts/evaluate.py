@@ -29,6 +29,8 @@ import warnings
 
 warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57 notice
 
+from pygpt_hf.documents import TXT_SAMPLE_BY
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", help="held-out text: a .txt/.json/.jsonl/.parquet file or folder, or a Hub id")
     parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     parser.add_argument("--split", default="train", help="dataset split (Hub datasets; local files: train)")
-    parser.add_argument("--txt-sample-by", choices=("paragraph", "line", "document"), default="paragraph",
+    parser.add_argument("--txt-sample-by", choices=TXT_SAMPLE_BY, default="paragraph",
                         help="what one document is in a .txt file (default: paragraph, as in train.py)")
     parser.add_argument("--max-docs", type=int, help="score at most this many documents (math: problems, default 100)")
     parser.add_argument("--stride", type=int, help="tokens between window starts, 1..n_positions-1 (default "

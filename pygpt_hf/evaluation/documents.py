@@ -1,10 +1,10 @@
 """Held-out text -> documents (strings), read the way `scripts/train.py` reads its data.
 
-The one place evaluation reads data sources: a local .txt / .json / .jsonl / .parquet file or folder, or a
-Hub dataset id, streamed with `datasets` (so a corpus larger than memory is fine). Same arguments and
-meanings as `train.py`: `--text-column`, `--split` (Hub datasets; local files have only "train"), and for
-.txt files one document per paragraph / line / whole file (`txt_sample_by`). When the shared
-sources -> documents module lands, this function is what switches over to it.
+Sources are opened by the package's own `documents.open_source` (a local .txt / .json / .jsonl / .parquet file
+or folder, or a Hub dataset id, streamed with `datasets`, so a corpus larger than memory is fine), with the
+same arguments and meanings as `train.py`: `--text-column`, `--split` (Hub datasets; local files have only
+"train"), and for .txt files one document per paragraph / line / whole file (`txt_sample_by`). What this
+module adds is evaluation's view: plain strings of one column, checked up front, and what was scored.
 """
 
 from __future__ import annotations
@@ -14,24 +14,7 @@ import itertools
 import os
 from collections.abc import Iterator
 
-LOCAL_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-TXT_SAMPLE_BY = ("paragraph", "line", "document")
-
-
-def _local_files(path: str) -> tuple[str, list[str]]:
-    if os.path.isfile(path):
-        files = [path]
-    else:
-        files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                       if os.path.splitext(name)[1].lower() in LOCAL_BUILDERS and not name.startswith("."))
-        if not files:
-            raise ValueError(f"--dataset {path}: no .txt, .json, .jsonl or .parquet files in this folder")
-    builders = {LOCAL_BUILDERS.get(os.path.splitext(f)[1].lower()) for f in files}
-    if None in builders:
-        raise ValueError(f"--dataset {path}: unsupported file type; use .txt, .json, .jsonl or .parquet")
-    if len(builders) > 1:
-        raise ValueError(f"--dataset {path}: mixes file kinds ({', '.join(sorted(builders))}); use one kind")
-    return builders.pop(), files
+from ..documents import TXT_SAMPLE_BY, local_files, open_source
 
 
 def read_documents(dataset: str, text_column: str = "text", split: str = "train", max_docs: int | None = None,
@@ -40,27 +23,17 @@ def read_documents(dataset: str, text_column: str = "text", split: str = "train"
 
     Raises (before yielding) a clear error for a missing file, a missing column or a dataset with no text.
     """
-    from datasets import load_dataset
-
     if txt_sample_by not in TXT_SAMPLE_BY:
         raise ValueError(f"--txt-sample-by must be one of {', '.join(TXT_SAMPLE_BY)}, got {txt_sample_by!r}")
+    column = text_column
     path = os.path.expanduser(dataset)
     if os.path.exists(path):
-        builder, files = _local_files(path)
+        builder, files = local_files(path)
         if all(os.path.getsize(f) == 0 for f in files):
             raise ValueError(f"--dataset {dataset}: the dataset is empty")
-        extra = {"sample_by": txt_sample_by} if builder == "text" else {}
-        stream = load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
-    elif dataset.endswith(tuple(LOCAL_BUILDERS)) or dataset.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--dataset {dataset}: no such file or folder")
-    else:
-        try:
-            stream = load_dataset(dataset, split=split, streaming=True)
-        except ValueError as err:
-            if "split" in str(err).lower():
-                raise ValueError(f"--dataset {dataset}: no split {split!r} ({err}); pick one with --split") from err
-            raise
-    column = "text" if os.path.exists(path) and builder == "text" else text_column
+        if builder == "text":
+            column = "text"  # the text builder's one column, whatever --text-column says
+    stream = open_source(dataset, split, txt_sample_by)
     return _documents(stream, column, dataset, max_docs)
 
 
@@ -94,7 +67,7 @@ def describe_dataset(dataset: str, split: str, revision: str | None = None) -> d
     """Name and revision of what was scored: a Hub dataset's commit, or a local source's content hash."""
     path = os.path.expanduser(dataset)
     if os.path.exists(path):
-        _, files = _local_files(path)
+        _, files = local_files(path)
         digest = hashlib.sha256()
         for name in files:
             with open(name, "rb") as f:

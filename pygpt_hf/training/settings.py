@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..atomic import write_json
-from ..documents import FORMATS, describe_source
+from ..documents import FORMATS, TXT_SAMPLE_BY, describe_source
 from ..labels import DEFAULT_LABELS_FLAG, parse_labels
 from ..run_folder import SETTINGS_FILE
 
 LOSS_ON = ("all", "response")
 POSITION_EMBEDDINGS = ("sinusoidal", "learned", "rope")
 DTYPES = ("float32", "bfloat16")
-TXT_SAMPLE_BY = ("line", "paragraph", "document")
 STOPPING_STRATEGIES = ("all_exhausted", "first_exhausted", "all_exhausted_without_replacement")
 # Settings that earlier versions saved and this one no longer has (the test hooks moved to the environment):
 # ignored when a run saved by them is resumed.
