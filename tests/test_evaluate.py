@@ -2,7 +2,6 @@
 equal a direct computation from the model's logits, batching never leaks into a score, Flax and PyTorch agree,
 bad requests are refused before anything loads, and --update-card / --task synthetic-math do what they say."""
 
-import importlib.util
 import json
 import math
 import re
@@ -11,16 +10,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import load_script, save_tiny_model
 
-from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.bpe import train_tokenizer
+from pygpt_hf.documents import CHAT_TEMPLATE
 from pygpt_hf.evaluation import loading
 from pygpt_hf.evaluation.math_accuracy import answers_match, final_answer, score_math
 from pygpt_hf.evaluation.perplexity import document_ids, score_text
 from pygpt_hf.evaluation.scoring import bucket_length
 from pygpt_hf.evaluation.windows import sliding_windows
 from pygpt_hf.synthetic_math import generate_records
-from pygpt_hf.documents import CHAT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[1]
 N_POSITIONS = 32
@@ -28,23 +26,11 @@ TEXTS = [p for p in (ROOT / "tests" / "data" / "train_shakespeare.txt").read_tex
 DOCS = TEXTS[:12] + ["héllo wörld, naïve café 日本語 🙂", "x", "<|endoftext|> typed as text"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """(folder, flax model, tokenizer): a tiny random model with a chat template, saved as one model folder."""
     folder = tmp_path_factory.mktemp("tiny-eval-model")
-    tokenizer = train_tokenizer(TEXTS, vocab_size=300, model_max_length=N_POSITIONS, show_progress=False)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = PyGPTConfig(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=2)
-    model = FlaxPyGPTForCausalLM(config, seed=0)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    model, tokenizer = save_tiny_model(folder, TEXTS, N_POSITIONS, chat_template=CHAT_TEMPLATE)
     return folder, model, tokenizer
 
 
@@ -128,7 +114,7 @@ def test_script_reports_and_writes_the_figures(saved, direct_nats, tmp_path, cap
     data = tmp_path / "held_out.jsonl"
     data.write_text("".join(json.dumps({"body": d, "n": i}) + "\n" for i, d in enumerate(DOCS[:6])))
     out = tmp_path / "results.json"
-    assert load_script().main(["--model", str(folder), "--dataset", str(data), "--text-column", "body",
+    assert load_script("evaluate").main(["--model", str(folder), "--dataset", str(data), "--text-column", "body",
                                "--stride", "31", "--batch-size", "3", "--output", str(out), "--no-progress"]) == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads(out.read_text())
@@ -146,7 +132,7 @@ def test_a_txt_file_and_max_docs_read_as_in_training(saved, flax_forward, tmp_pa
     folder, _, tokenizer = saved
     data = tmp_path / "held_out.txt"
     data.write_text("\n\n".join(DOCS[:5]) + "\n")
-    assert load_script().main(["--model", str(folder), "--dataset", str(data), "--max-docs", "3",
+    assert load_script("evaluate").main(["--model", str(folder), "--dataset", str(data), "--max-docs", "3",
                                "--no-progress"]) == 0
     written = json.loads(capsys.readouterr().out)
     expected = score_text(DOCS[:3], tokenizer, flax_forward, N_POSITIONS, N_POSITIONS // 2)
@@ -180,7 +166,7 @@ def test_bad_requests_fail_before_the_weights_load(saved, tmp_path, monkeypatch,
         raise AssertionError("the weights were loaded before the request was checked")
 
     monkeypatch.setattr("pygpt_hf.evaluation.run.load_weights", no_weights)
-    assert load_script().main([names.get(a, a) for a in argv]) == 1
+    assert load_script("evaluate").main([names.get(a, a) for a in argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(message, err), err
 
@@ -195,7 +181,7 @@ def test_update_card_writes_model_index_and_keeps_the_rest(saved, tmp_path, caps
     (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- pygpt\n---\n# My run\n\nHand-written notes.\n")
     data = tmp_path / "a.txt"
     data.write_text("\n\n".join(DOCS[:4]))
-    script = load_script()
+    script = load_script("evaluate")
     for _ in range(2):  # twice: the entries are replaced, not repeated
         assert script.main(["--model", str(folder), "--dataset", str(data), "--update-card", "--no-progress"]) == 0
     results = json.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")
@@ -251,7 +237,7 @@ def test_math_accuracy_uses_the_recipes_answers():
 def test_math_task_runs_greedily_through_the_chat_template(saved, tmp_path, capsys):
     folder, _, _ = saved
     out = tmp_path / "math.json"
-    assert load_script().main(["--model", str(folder), "--task", "synthetic-math", "--max-docs", "6", "--seed", "3",
+    assert load_script("evaluate").main(["--model", str(folder), "--task", "synthetic-math", "--max-docs", "6", "--seed", "3",
                                "--max-new-tokens", "8", "--batch-size", "4", "--output", str(out),
                                "--no-progress"]) == 0
     written = json.loads(out.read_text())
@@ -270,7 +256,7 @@ def test_a_hub_model_and_dataset_are_named_by_their_commits(saved, hub, capsys):
     api.create_repo(data_repo, repo_type="dataset")
     api.upload_file(path_or_fileobj="".join(json.dumps({"text": d}) + "\n" for d in DOCS[:4]).encode(),
                     path_in_repo="data/test.jsonl", repo_id=data_repo, repo_type="dataset")
-    assert load_script().main(["--model", model_repo, "--revision", commit, "--dataset", data_repo,
+    assert load_script("evaluate").main(["--model", model_repo, "--revision", commit, "--dataset", data_repo,
                                "--split", "test", "--no-progress", "--framework", "torch"]) == 0
     written = json.loads(capsys.readouterr().out)
     assert written["revision"] == commit and written["framework"] == "torch"

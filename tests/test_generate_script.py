@@ -5,7 +5,6 @@ seed, and print only complete UTF-8 characters; the script must stream for --pro
 stdin lines (Ctrl-D ends it), in Flax and in PyTorch, and refuse impossible requests plainly.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_script, save_tiny_model
 
-from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.streaming import (
     FlaxTokenStreamer,
     IncrementalDetokenizer,
@@ -34,22 +32,11 @@ TEXTS = ["the cat sat on the mat", "héllo wörld, naïve café", "日本語の�
          "### Instruction:\nSay hi.\n\n### Response:\nhi"] * 4
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("generate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """(folder, model, tokenizer): a tiny random model and its tokenizer, saved as one model folder."""
     folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = train_tokenizer(TEXTS, vocab_size=300, model_max_length=N_POSITIONS, show_progress=False)
-    config = PyGPTConfig(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=2)
-    model = FlaxPyGPTForCausalLM(config, seed=0)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    model, tokenizer = save_tiny_model(folder, TEXTS, N_POSITIONS)
     return folder, model, tokenizer
 
 
@@ -215,7 +202,7 @@ def test_script_instruction_through_the_training_template(saved, greedy, capsys,
     from pygpt_hf.documents import render_instruction
 
     folder, model, tokenizer = saved
-    script = load_script()
+    script = load_script("generate")
     # In-process, with the fixture's model in place of a second load (the subprocesses above load for real).
     real_load = script.load_model
     monkeypatch.setattr(script, "load_model", lambda args: model if args.framework == "flax" else real_load(args))
@@ -237,7 +224,7 @@ def test_script_instruction_through_the_training_template(saved, greedy, capsys,
 
 def test_script_errors_are_clear(saved, tmp_path, capsys):
     folder, _, _ = saved
-    script = load_script()
+    script = load_script("generate")
 
     def error_of(*args) -> str:
         assert script.main(list(args)) == 1
@@ -270,7 +257,7 @@ def test_script_loads_a_hub_repo_id(saved, greedy, hub, capsys):
     api.upload_folder(repo_id=repo_id, folder_path=str(folder))
     expected = expected_text(tokenizer, list(greedy.stream(encode_prompt(tokenizer, PROMPT), NEW_TOKENS,
                                                            eos_token_id=tokenizer.eos_token_id)))
-    script = load_script()
+    script = load_script("generate")
     assert script.main(["--model", repo_id, "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS),
                         "--temperature", "0", "--framework", "torch"]) == 0
     assert capsys.readouterr().out == expected + "\n"

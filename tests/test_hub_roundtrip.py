@@ -9,7 +9,6 @@ cache and compare with the local output folder. The inherited `push_to_hub` mixi
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from helpers import usage_snippets
+from helpers import load_script, usage_snippets
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from huggingface_hub.utils import RepositoryNotFoundError
@@ -43,14 +42,6 @@ TEXTS = ["To be, or not to be, that is the question.", "typed <|endoftext|> stay
          "unicode é 日本語 🙂\n\ttabs  and  spaces "]
 IDS = np.array([[256, 84, 111, 32, 98, 101, 44, 299], [72, 105, 33, 10, 258, 290, 257, 257]])
 MASK = np.array([[1] * 8, [1] * 6 + [0, 0]])
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module, so its main(argv) runs in this process (no second jax start-up)."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def logits(model) -> np.ndarray:

@@ -17,11 +17,10 @@ lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("accelerate")
 torch = pytest.importorskip("torch")
 
+from helpers import save_tiny_model
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 
-from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.evaluation.loading import EvaluationError
 from pygpt_hf.evaluation.perplexity import score_text
 
@@ -35,11 +34,7 @@ CHOICE, ROLLING, GENERATE = "pygpt_tiny_choice", "pygpt_tiny_rolling", "pygpt_ti
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-lm-eval-model")
-    tokenizer = train_tokenizer(TEXTS, vocab_size=300, model_max_length=N_POSITIONS, show_progress=False)
-    config = PyGPTConfig(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=2)
-    model = FlaxPyGPTForCausalLM(config, seed=1)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    model, tokenizer = save_tiny_model(folder, TEXTS, N_POSITIONS, seed=1)
     return folder, model, tokenizer
 
 

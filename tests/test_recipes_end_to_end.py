@@ -12,7 +12,6 @@ The subprocesses share a persistent XLA compilation cache; "mixed" and the pre-t
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from pygpt_hf.bpe import train_tokenizer
 from pygpt_hf.documents import CHAT_TEMPLATE, instruction_messages, render_instruction
@@ -113,9 +113,7 @@ def test_train_refuses_the_folder_with_another_tokenizer(runs, tmp_path, capsys)
     folder, _ = runs
     other = train_tokenizer(["an unrelated corpus"] * 4, vocab_size=262, show_progress=False)
     other.save_pretrained(tmp_path / "other")
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPTS / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train")
     code = script.main(["--dataset", str(folder / "pretok"), "--tokenizer", str(tmp_path / "other"), *TINY,
                         "--output-dir", str(tmp_path / "refused")])
     err = capsys.readouterr().err
@@ -134,9 +132,7 @@ def test_generate_answers_an_instruction_through_the_chat_template(runs, capsys)
     model_dir = folder / "mixed"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert tokenizer.chat_template == CHAT_TEMPLATE
-    spec = importlib.util.spec_from_file_location("generate_script", SCRIPTS / "generate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("generate")
     for instruction, context in [("How do I make porridge?", None),
                                  ("How much milk goes into the batter?", "Pancakes: 200 g flour, 300 ml milk.")]:
         ids = script.prompt_ids(tokenizer, instruction=instruction, context=context)

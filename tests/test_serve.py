@@ -19,12 +19,13 @@ import pytest
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
+from helpers import load_script, save_tiny_model
+
 from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.bpe import train_tokenizer
+from pygpt_hf.documents import CHAT_TEMPLATE
 from pygpt_hf.serving.app import Served, create_app
 from pygpt_hf.serving.engine import FlaxBatchEngine, TorchEngine
 from pygpt_hf.serving.prompts import chat_prompt_ids, completion_prompt_ids
-from pygpt_hf.documents import CHAT_TEMPLATE
 
 N_POSITIONS = 64
 TEXTS = ["the cat sat on the mat", "héllo wörld, naïve café", "日本語のテキスト", "emoji 🙂 and 🚀 too",
@@ -52,11 +53,7 @@ class Server:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-chat-model")
-    tokenizer = train_tokenizer(TEXTS, vocab_size=300, model_max_length=N_POSITIONS, show_progress=False)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = PyGPTConfig(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=2)
-    FlaxPyGPTForCausalLM(config, seed=0).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny_model(folder, TEXTS, N_POSITIONS, chat_template=CHAT_TEMPLATE)
     return folder
 
 
@@ -402,13 +399,7 @@ def test_torch_is_greedy_generate(folder):
 
 
 def test_serve_script_says_how_to_train_when_the_model_is_missing(tmp_path, monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "serve.py"
-    spec = importlib.util.spec_from_file_location("serve_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("serve")
     monkeypatch.chdir(tmp_path)
     assert module.main([]) == 1  # default --model runs/pygpt, not there
     err = capsys.readouterr().err
