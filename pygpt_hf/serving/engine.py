@@ -240,7 +240,8 @@ class FlaxBatchEngine(Engine):
             return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x[:rows], window_start, window, axis=CACHE_TIME_AXIS)
 
         def put_back(path, big, small):
-            return big if _is_index(path) else jax.lax.dynamic_update_slice(big, small, (0, window_start, 0, 0))
+            return big if _is_index(path) else jax.lax.dynamic_update_slice_in_dim(big, small, window_start,
+                                                                                      axis=CACHE_TIME_AXIS)
 
         full_tokens, full_counters = tokens, counters
         tokens, counters, live, keys = tokens[:rows], counters[:rows], live[:rows], keys[:rows]
@@ -289,7 +290,9 @@ class FlaxBatchEngine(Engine):
         def put(path, big, small):
             if _is_index(path):
                 return big
-            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), (row, col, 0, 0))
+            start = [0] * big.ndim
+            start[0], start[CACHE_TIME_AXIS] = row, col  # the prompt's (1, Tb) cache lands at row `row`, column `col`
+            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), tuple(start))
 
         return jax.tree_util.tree_map_with_path(put, cache, prompt_cache)
 
