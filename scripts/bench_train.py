@@ -5,7 +5,7 @@ step, and pygpt's PyTorch twin through `torch.optim.AdamW`, all f32, vocab 512, 
 
 Per row: ms/step and tokens/s (medians), MFU against the matmul peak of the model's own framework measured in
 the same run (f32 1536^2; model FLOPs = 6 x params x tokens + 12 x layers x width x seq per token), and the
-peak resident memory of that one peer training that one shape alone in a fresh subprocess (ru_maxrss).
+peak resident memory of that one peer training that one shape alone in a fresh subprocess (VmHWM on Linux).
 The last line of each row is pygpt's speed over the faster peer (above 1.00x: pygpt is faster).
 The twin uses the same optimizer settings as the harness (AdamW b2 0.95, decay 0.1 on matrices, clip 1.0), at
 a constant learning rate: the schedule is a scalar and costs nothing measurable.
@@ -158,7 +158,17 @@ def _report_peak_rss(peer: str, row: int) -> None:
     run, _ = peer_step(peer, SHAPES[shape_name], seq, batch)
     for _ in range(3):
         run()
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # KiB on Linux
+    print(json.dumps({"peak_rss_mb": _peak_rss_kib() / 1024}))
+
+
+def _peak_rss_kib() -> float:
+    """This process's peak resident memory. On Linux VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child
+    started from the (large) benchmark process would report the parent's peak instead of its own."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(float(line.split()[1]) for line in status if line.startswith("VmHWM:"))  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
 
 
 if __name__ == "__main__":  # the peak-memory child: bench_train.py --rss-of PEER ROW
