@@ -6,11 +6,14 @@
     python scripts/train.py --dataset data/pretok            # a folder written by scripts/pretokenize.py
     python scripts/train.py --config run.yaml --resume
     python scripts/train.py --help               # every setting
+    python scripts/train.py --coordinator-address 10.0.0.1:1234 --num-processes 2 --process-id 0   # one per host
 
 Exit codes: 0 done, 1 the loss diverged (NaN/inf), 2 bad settings or data, 130 interrupted (Ctrl-C; a
-checkpoint was saved, continue with --resume).
+checkpoint was saved, continue with --resume). In a multi-process run only process 0 prints; a process that
+fails prints its error and exits at once, and jax's coordination service then stops the others.
 """
 
+import os
 import sys
 import warnings
 
@@ -22,23 +25,36 @@ from pygpt_hf.training import NoUsableData, TrainingDiverged, parse_settings, tr
 def main(argv: list[str] | None = None) -> int:
     try:
         settings, notes = parse_settings(argv)
-    except (ValueError, FileNotFoundError) as err:
+        from pygpt_hf.training.sharding import join_processes
+
+        launch = join_processes(settings)  # before anything else touches jax (a no-op for one process)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print("settings:\n" + settings.describe(), flush=True)
-    for note in notes:
-        print(note, flush=True)
+    import jax
+
+    lead, where = jax.process_index() == 0, f" (process {jax.process_index()} of {jax.process_count()})"
+    if lead:
+        print("settings:\n" + settings.describe(), flush=True)
+        for note in notes:
+            print(note, flush=True)
     try:
         result = train(settings, log=lambda text: print(text, flush=True))
     except (NoUsableData, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _failed(f"error{where if launch else ''}: {err}", 2, launch)
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _failed(f"error{where if launch else ''}: {err}", 1, launch)
     except KeyboardInterrupt:  # before the loop started, or a second Ctrl-C
-        print("interrupted: stopped at once (checkpoints already written are intact)", file=sys.stderr)
-        return 130
+        return _failed("interrupted: stopped at once (checkpoints already written are intact)", 130, launch)
+    except Exception as err:
+        if not launch:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        return _failed(f"error{where}: {type(err).__name__}: {err}", 1, launch)
+    if not lead:
+        return 0 if result.stopped != "interrupted" else 130
 
     ev = result.final_eval
     print("\nsummary:")
@@ -57,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: continue with  python scripts/train.py --output-dir {result.output_dir} --resume")
         return 130
     return 0
+
+
+def _failed(message: str, code: int, launch) -> int:
+    """Print why; in a multi-process run leave at once, without jax's orderly shutdown (which would wait for
+    the others): the coordination service sees this process stop and stops every other one, naming it."""
+    print(message, file=sys.stderr, flush=True)
+    if launch:
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

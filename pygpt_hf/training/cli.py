@@ -22,7 +22,7 @@ from typing import Any
 
 from ..labels import DEFAULT_LABELS_FLAG
 from ..run_folder import SETTINGS_FILE
-from .settings import CHANGEABLE_ON_RESUME, RETIRED_SETTINGS, TrainSettings, _fields, _flag
+from .settings import CHANGEABLE_ON_RESUME, LAUNCH_SETTINGS, RETIRED_SETTINGS, TrainSettings, _fields, _flag
 
 
 def _base_type(cls, name: str) -> tuple[type, bool]:
@@ -151,7 +151,8 @@ def _resumed(chosen: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if not os.path.isfile(saved_path):
         raise FileNotFoundError(f"--resume: {saved_path} not found; is {output_dir!r} the folder of a run?")
     with open(saved_path, encoding="utf-8") as f:
-        saved = {k: coerce(TrainSettings, k, v, saved_path) for k, v in json.load(f).items() if k not in RETIRED_SETTINGS}
+        saved = {k: coerce(TrainSettings, k, v, saved_path) for k, v in json.load(f).items()
+                 if k not in RETIRED_SETTINGS and k not in LAUNCH_SETTINGS}  # the launch is this one's
     changed = {k: v for k, v in chosen.items() if k in saved and saved[k] != v and k != "resume"}
     locked = sorted(k for k in changed if k not in CHANGEABLE_ON_RESUME)
     if locked:

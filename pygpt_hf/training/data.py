@@ -8,6 +8,14 @@
 
 Batches are always (tokens, loss mask) pairs; with `--loss-on all` the mask is all ones. Everything here runs
 before the model is built, so bad data stops a run before anything compiles.
+
+Several processes: every process runs this same pipeline with the same seed and so draws the same global
+batches; each then puts only its own rows of them on its devices (sharding.put_global). That is the cheapest
+way to make an N-process run compute exactly what a 1-process run on the same devices computes (same blocks,
+same shuffle, same order), and to resume exactly: each process restores its own, identical, data position.
+The price is that every process tokenizes and packs the whole stream; at this project's scale that is a small
+fraction of a step. (Splitting documents by process, datasets' `split_dataset_by_node`, would read 1/N each but
+pack different blocks, so its global batches would differ from the 1-process run's.)
 """
 
 from __future__ import annotations
@@ -48,10 +56,10 @@ class RunData:
         return "; ".join(f"{label}: {stats.summary()}" for label, stats in zip(self.labels, self.train_stats))
 
 
-def prepare_data(settings, resume_from: str | None, local_batch: int, log: Callable[[str], None],
-                 process_index: int = 0, process_count: int = 1) -> RunData:
+def prepare_data(settings, resume_from: str | None, batch_size: int, log: Callable[[str], None],
+                 show_progress: bool = True) -> RunData:
     """The tokenizer, eval set and training stream of a run (restored to the checkpoint's position), and the
-    first batch, fetched so that a dataset with nothing usable stops the run here."""
+    first (global) batch, fetched so that a dataset with nothing usable stops the run here."""
     with_mask = settings.loss_on == "response"
     folder = open_folder(settings.dataset)  # a pre-tokenized folder, or None: sources
 
@@ -66,7 +74,7 @@ def prepare_data(settings, resume_from: str | None, local_batch: int, log: Calla
     else:
         texts, source, labels, is_instruction, train_stats = (), folder.describe(), [], folder.is_instruction, []
     tokenizer = tokenizer_for_run(settings, resume_from, log, texts=texts, folder=folder, instruction=is_instruction,
-                                  show_progress=process_index == 0)
+                                  show_progress=show_progress)
 
     # --- 2. token ids + loss masks: tokenized on the fly, or the folder's rows -------------------------------------
     if folder is None:
@@ -76,14 +84,13 @@ def prepare_data(settings, resume_from: str | None, local_batch: int, log: Calla
 
     # --- 3. blocks: the held-out set cut in order; the training stream packed, shuffled and batched -------------
     eval_set = build_eval_set(eval_rows, settings.seq_len, settings.eval_max_tokens, use_mask=with_mask)
-    stream = TokenStream(lambda: _split_for_process(train_rows(), process_index, process_count),
-                         settings.seq_len, settings.shuffle_buffer, settings.seed + process_index)
+    stream = TokenStream(train_rows, settings.seq_len, settings.shuffle_buffer, settings.seed)
     if resume_from:
         from .checkpoint import load_data_state  # (imports jax: kept out of scripts/pretokenize.py's way)
 
         stream.load_state_dict(*load_data_state(resume_from))
     try:
-        first_batch = stream.next_batch(settings.grad_accum, local_batch)
+        first_batch = stream.next_batch(settings.grad_accum, batch_size)
     except NoUsableData:
         raise NoUsableData(f"the pre-tokenized folder {folder.path} holds no training tokens. Nothing was compiled."
                            if folder else mixture.no_data_message(train_stats, eval_stats)) from None
@@ -102,10 +109,3 @@ def prepare_data(settings, resume_from: str | None, local_batch: int, log: Calla
         f"{'response ' if with_mask else ''}tokens, {eval_set.num_bytes:,} bytes ({held})")
     return RunData(tokenizer, eval_set, stream, source, first_batch, is_instruction, train_stats, labels)
 
-
-def _split_for_process(dataset, process_index: int, process_count: int):
-    if process_count == 1:
-        return dataset
-    from datasets.distributed import split_dataset_by_node
-
-    return split_dataset_by_node(dataset, rank=process_index, world_size=process_count)

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..run_folder import PLOT_FILE, checkpoint_name, plot_loss_curve
@@ -32,12 +31,15 @@ from .metrics import MetricsLog, ProgressBar, eval_line, eval_summary
 from .sample import sample_text
 from .settings import TrainSettings
 from .sharding import (
+    agreed_stop,
+    barrier,
     batch_sharding,
     check_divisible,
     eval_sharding,
+    join_processes,
     make_mesh,
-    maybe_initialize_distributed,
     put_global,
+    put_tree,
     state_sharding,
     to_host,
 )
@@ -69,18 +71,20 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     t_begin = time.time()
 
     # --- plan: devices (joining a multi-process run comes before anything else touches jax), output folder ---
-    maybe_initialize_distributed()
+    launch = join_processes(settings)
     lead = jax.process_index() == 0
+    if not lead:  # one voice: the log, the bar, the files and the Hub are process 0's (errors still raise)
+        log = _silent
     mesh = make_mesh()
     check_divisible(settings.batch_size, mesh)
-    local_batch = settings.batch_size // jax.process_count()
     out = settings.output_dir
-    resume_from = ckpt.open_output_dir(out, settings.resume)
+    resume_from = ckpt.open_output_dir(out, settings.resume, lead)
     if lead:
         settings.save(out)
+    barrier("output-dir")  # debris removed and settings written before any process reads the folder
 
     # --- data: tokenizer, held-out eval set, training stream (its first batch fetched before compiling) ------
-    data = prepare_data(settings, resume_from, local_batch, log, jax.process_index(), jax.process_count())
+    data = prepare_data(settings, resume_from, settings.batch_size, log, show_progress=lead)
 
     # --- model, optimizer, state (restored on resume), placed on the mesh ---------------------------------
     config = model_config(settings, len(data.tokenizer))
@@ -88,13 +92,15 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     optimizer, schedule = optimizer_from_settings(settings)
     state = create_train_state(params, optimizer)
     num_params = count_params(state.params)
-    if resume_from:
-        step, params, opt_state = ckpt.load_training_state(resume_from, to_host(state.params), to_host(state.opt_state))
-        state = TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
-    start_step = int(state.step)
     shardings = state_sharding(state, mesh, settings.fsdp)
-    state = jax.device_put(state, shardings)
-    log(_plan(settings, config, num_params, mesh, start_step, resume_from, shardings))
+    if resume_from:  # straight onto the devices, each process reading only the blocks its devices hold
+        step, params, opt_state = ckpt.load_training_state(resume_from, state, shardings)
+        state = TrainState(step=put_tree(np.asarray(step, np.int32), shardings.step), params=params,
+                           opt_state=opt_state)
+    else:
+        state = put_tree(state, shardings)
+    start_step = int(state.step)
+    log(_plan(settings, config, num_params, mesh, start_step, resume_from, shardings, launch))
     if hooks.describe():
         log(hooks.describe())
     pusher = None
@@ -126,7 +132,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     try:
         while step < settings.max_steps:
             if step > start_step:  # the first batch was fetched before compiling
-                batch = _put_batch(data.next_batch(settings.grad_accum, local_batch), train_batch_sharding)
+                batch = _put_batch(data.next_batch(settings.grad_accum, settings.batch_size), train_batch_sharding)
             state, step_metrics = train_step(state, batch)  # returns at once; the device works on
             step += 1
             window.add(step, step_metrics)
@@ -140,11 +146,12 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
                 window.flush(saver.last)
                 saver.save(step, state, evaluator.last)
                 window.restart()
-            if ctrl_c.pressed:
-                stopped = "interrupted"
-                break
-            if settings.max_minutes is not None and time.time() - window.t_train > settings.max_minutes * 60:
-                stopped = "time budget"
+            reason = ("interrupted" if ctrl_c.pressed else "time budget" if settings.max_minutes is not None
+                      and time.time() - window.t_train > settings.max_minutes * 60 else None)
+            if jax.process_count() > 1:  # all processes stop at the same step: they agree at every log step
+                reason = agreed_stop(reason) if step % settings.log_every == 0 else None
+            if reason:
+                stopped = reason
                 break
         window.flush(saver.last)
         if stopped != "interrupted" and evaluator.last.get("step") != step:  # Ctrl-C: save and leave, no eval
@@ -157,10 +164,12 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 
     # --- a sample of what it learned --------------------------------------------------------------------------
     sample = None
-    if settings.sample_tokens > 0 and stopped != "interrupted" and lead:
+    if settings.sample_tokens > 0 and stopped != "interrupted":
+        params = state.params if jax.process_count() == 1 else to_host(state.params)  # (a collective: all call it)
         try:
-            sample = sample_text(model, state.params, data.tokenizer, settings.sample_prompt, settings.sample_tokens,
-                                 seed=settings.seed, instruction_run=data.is_instruction)
+            if lead:
+                sample = sample_text(model, params, data.tokenizer, settings.sample_prompt, settings.sample_tokens,
+                                     seed=settings.seed, instruction_run=data.is_instruction)
         except ValueError as err:  # the prompt does not fit the context: the run itself is done and saved
             log(f"warning: no sample: {err}")
     log(f"data read: training {data.train_summary()}")
@@ -278,8 +287,8 @@ class Saver:
 
     def save(self, step: int, state: TrainState, last_eval: dict) -> str:
         out = self.settings.output_dir
-        path = ckpt.save_checkpoint(out, step, model=self.model, params=to_host(state.params),
-                                    opt_state=to_host(state.opt_state), tokenizer=self.data.tokenizer,
+        path = ckpt.save_checkpoint(out, step, model=self.model, params=state.params,
+                                    opt_state=state.opt_state, tokenizer=self.data.tokenizer,
                                     settings=self.settings, data_state=self.data.stream.state_dict(),
                                     metrics=last_eval, hooks=self.hooks)
         if self.lead:
@@ -296,13 +305,17 @@ class Saver:
         return path
 
 
+def _silent(text: str) -> None:
+    """The log of every process but process 0."""
+
+
 def _put_batch(batch, sharding):
     """A host batch (a (tokens, loss mask) pair) -> global arrays on the mesh."""
     return jax.tree_util.tree_map(lambda part: put_global(part, sharding), batch)
 
 
 def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: int, resume_from: str | None,
-          shardings) -> str:
+          shardings, launch=None) -> str:
     steps = settings.max_steps - start_step
     leaves = jax.tree_util.tree_leaves(shardings.params)
     split = sum(1 for sharding in leaves if any(axis is not None for axis in sharding.spec))
@@ -310,6 +323,8 @@ def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: in
     budget = f", at most {settings.max_minutes:g} min" if settings.max_minutes else ""
     resuming = f"resuming at step {start_step} from {resume_from}, " if resume_from else ""
     processes = f"{jax.process_count()} process" + ("es" if jax.process_count() > 1 else "")
+    if launch is not None:
+        processes += f"; this is {launch.describe()}"
     lines = [
         "plan:",
         (f"  model     {config.n_layer} layers x {config.n_embd} wide, {config.n_head} heads, "

@@ -68,7 +68,8 @@ class ProgressBar:
         self.bar.update(n)
 
     def write(self, text: str) -> None:
-        self.bar.write(text)
+        if not self.bar.disable:  # (tqdm.write prints even for a disabled bar: the other processes stay quiet)
+            self.bar.write(text)
 
     def close(self) -> None:
         self.bar.close()

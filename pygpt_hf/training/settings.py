@@ -24,6 +24,7 @@ from ..atomic import write_json
 from ..documents import FORMATS, TXT_SAMPLE_BY, describe_source
 from ..labels import DEFAULT_LABELS_FLAG, parse_labels
 from ..run_folder import SETTINGS_FILE
+from .launch import LAUNCH_ENV, resolve_launch
 
 LOSS_ON = ("all", "response")
 POSITION_EMBEDDINGS = ("sinusoidal", "learned", "rope")
@@ -32,6 +33,7 @@ STOPPING_STRATEGIES = ("all_exhausted", "first_exhausted", "all_exhausted_withou
 # Settings that earlier versions saved and this one no longer has (the test hooks moved to the environment):
 # ignored when a run saved by them is resumed.
 RETIRED_SETTINGS = frozenset({"inject_nan_at_step", "kill_at_step"})
+LAUNCH_SETTINGS = frozenset(LAUNCH_ENV)  # coordinator_address, num_processes, process_id
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -141,6 +143,12 @@ class TrainSettings(DataSettings):
     # --- the Hub ---
     push_to_hub: str | None = _opt(None, "push the output folder to this Hub repo at every checkpoint and at the end")
     hub_private: bool = _opt(False, "create the Hub repo as private")
+    # --- the launch (several processes; see launch.py). Not saved with the run: a resume may launch differently ---
+    coordinator_address: str | None = _opt(
+        None, "HOST:PORT of process 0 in a multi-process run (env PYGPT_COORDINATOR_ADDRESS); unset, with no "
+        "cluster manager (Slurm, Open MPI, Kubernetes, Cloud TPU) detected: one process")
+    num_processes: int | None = _opt(None, "processes in a multi-process run (env PYGPT_NUM_PROCESSES)")
+    process_id: int | None = _opt(None, "this process's index, 0 .. --num-processes - 1 (env PYGPT_PROCESS_ID)")
 
     def validate(self) -> TrainSettings:
         """Reject impossible settings up front, naming the flag."""
@@ -167,6 +175,7 @@ class TrainSettings(DataSettings):
             raise ValueError(f"--vocab-size must be at least 258 (256 bytes + 2 special tokens), got {self.vocab_size}")
         if self.n_positions is not None and self.n_positions < self.seq_len:
             raise ValueError(f"--n-positions ({self.n_positions}) must be >= --seq-len ({self.seq_len})")
+        resolve_launch(self)  # the flags and PYGPT_* / JAX_* variables of a multi-process launch
         return self
 
     @property
@@ -178,8 +187,10 @@ class TrainSettings(DataSettings):
         return self.batch_size * self.grad_accum * self.seq_len
 
     def save(self, folder: str) -> str:
-        """Write the settings as JSON (atomically) so the run can be repeated from its folder alone."""
-        return write_json(os.path.join(folder, SETTINGS_FILE), self.to_dict())
+        """Write the settings as JSON (atomically) so the run can be repeated from its folder alone (the launch
+        settings stay out: they say how these processes were started, not what the run computes)."""
+        return write_json(os.path.join(folder, SETTINGS_FILE),
+                          {k: v for k, v in self.to_dict().items() if k not in LAUNCH_SETTINGS})
 
 
 @dataclass
@@ -202,7 +213,7 @@ class PretokenizeSettings(DataSettings):
 # moves the end of the cosine schedule; allowed so a finished run can be extended, with a warning.)
 CHANGEABLE_ON_RESUME = frozenset({
     "output_dir", "resume", "max_steps", "max_minutes", "log_every", "eval_every", "save_every",
-    "keep_checkpoints", "sample_prompt", "sample_tokens", "push_to_hub", "hub_private",
+    "keep_checkpoints", "sample_prompt", "sample_tokens", "push_to_hub", "hub_private", *LAUNCH_SETTINGS,
 })
 
 

@@ -5,46 +5,81 @@
 - `--fsdp`: parameters and optimizer state are also split, each leaf along its largest axis that divides
   by the device count (small leaves stay replicated); XLA gathers a layer's weights when it needs them.
   Same maths, less memory per device.
-- Several hosts: when a multi-process environment is set (see `maybe_initialize_distributed`), every
-  process calls `jax.distributed.initialize()` first; each process then reads its own shard of the data
-  (`split_dataset_by_node`) and contributes its slice of the global batch.
+- Several processes (hosts, or one process per GPU): `join_processes` calls `jax.distributed.initialize`
+  before anything else touches jax; the mesh then spans every process's devices, each process puts its
+  rows of the global batch on its own devices (`put_global`), and `barrier` waits for all of them with a
+  bounded timeout.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .launch import Launch, resolve_launch
+
 AXIS = "data"
+# How long a process waits at a barrier (a checkpoint's steps) for the others before it gives up, naming itself:
+# long enough for process 0 to write a big model folder.
+BARRIER_TIMEOUT_S = float(os.environ.get("PYGPT_BARRIER_TIMEOUT_S", "900"))
+def join_processes(settings, environ: Mapping[str, str] = os.environ) -> Launch | None:
+    """Join the multi-process run `settings` / the environment describe (once; before any other jax work).
 
-
-def maybe_initialize_distributed() -> bool:
-    """Join a multi-process run when one is configured in the environment; True when we did.
-
-    Either set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on
-    every process, or run under a cluster manager jax detects by itself (SLURM, Open MPI, Cloud TPU).
+    On CPU the processes talk through gloo, set explicitly: a jax without CPU collectives would otherwise
+    start, then hang at the first collective.
     """
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        missing = [v for v in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not os.environ.get(v)]
-        if missing:
-            raise ValueError(f"JAX_COORDINATOR_ADDRESS is set, so multi-process training also needs "
-                             f"{', '.join(missing)}")
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-        return True
-    cluster_sizes = [os.environ.get(v) for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")]
-    if any(size not in (None, "", "1") for size in cluster_sizes) or os.environ.get("TPU_WORKER_HOSTNAMES"):
+    launch = resolve_launch(settings, environ)
+    if launch is None:
+        return None
+    if jax.distributed.is_initialized():
+        return launch
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError) as err:
+        raise RuntimeError(f"multi-process training on CPU needs jax's gloo collectives "
+                           f"(jax_cpu_collectives_implementation), which jax {jax.__version__} lacks: {err}. "
+                           f"Install a newer jax (the pinned 0.10.2 has them).") from err
+    if launch.auto:
         jax.distributed.initialize()  # jax reads the coordinator, process count and id from the cluster
-        return True
-    return False
+    else:
+        jax.distributed.initialize(launch.coordinator_address, launch.num_processes, launch.process_id)
+    return launch
+
+
+def barrier(name: str, timeout_s: float | None = None) -> None:
+    """Wait until every process reaches `name` (nothing to wait for in a single-process run).
+
+    `multihost_utils.sync_global_devices` waits forever; this waits at most `timeout_s` (BARRIER_TIMEOUT_S),
+    then raises naming this process and the barrier. A process that died is reported by jax's coordination
+    service (its heartbeat stops), so the others fail here too instead of hanging.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src.distributed import global_state  # the client jax.distributed.initialize() created
+
+    timeout_s = BARRIER_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        global_state.client.wait_at_barrier(f"pygpt:{name}", int(timeout_s * 1000))
+    except Exception as err:  # jax raises its own runtime error type
+        raise RuntimeError(f"process {jax.process_index()} of {jax.process_count()}: gave up at barrier {name!r} "
+                           f"(timeout {timeout_s:g}s): another process failed or is stuck: {err}") from err
+
+
+STOP_REASONS = (None, "time budget", "interrupted")  # in rising precedence
+
+
+def agreed_stop(reason: str | None) -> str | None:
+    """The reason to stop that any process has (Ctrl-C in one, the time budget in another): a collective, so
+    every process leaves the loop at the same step."""
+    from jax.experimental import multihost_utils
+
+    codes = multihost_utils.process_allgather(np.int32(STOP_REASONS.index(reason)))
+    return STOP_REASONS[int(np.max(codes))]
 
 
 def make_mesh() -> Mesh:
@@ -77,16 +112,45 @@ def state_sharding(state, mesh: Mesh, fsdp: bool):
     return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, _leaf_spec(np.shape(x), n, fsdp)), state)
 
 
-def put_global(local_batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """This process's rows of a batch -> one global array on the mesh (device_put on a single host)."""
+def process_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> slice:
+    """The rows along `axis` that this process's devices hold of an array of `shape` (one contiguous range)."""
+    spans = {(idx[axis].indices(shape[axis])[:2]) for idx in sharding.addressable_devices_indices_map(shape).values()}
+    start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+    if sum(b - a for a, b in spans) != stop - start:
+        raise ValueError(f"this process's devices hold rows {sorted(spans)} of axis {axis}: not one contiguous range")
+    return slice(start, stop)
+
+
+def put_global(batch: np.ndarray, sharding: NamedSharding, axis: int = 1) -> jax.Array:
+    """A global batch (every process holds all of it) -> one array on the mesh.
+
+    Each process hands jax only its own rows along the batch `axis` (`make_array_from_process_local_data`), so
+    nothing crosses between hosts; on a single process this is a `device_put`.
+    """
     if jax.process_count() == 1:
-        return jax.device_put(local_batch, sharding)
-    return multihost_utils.host_local_array_to_global_array(local_batch, sharding.mesh, sharding.spec)
+        return jax.device_put(batch, sharding)
+    rows = process_rows(sharding, batch.shape, axis)
+    local = batch[(slice(None),) * axis + (rows,)]
+    return jax.make_array_from_process_local_data(sharding, local, batch.shape)
+
+
+def put_tree(tree, shardings):
+    """Host arrays that are the same on every process -> global arrays, each process filling its own devices."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    def put(leaf, sharding):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree, shardings)
 
 
 def to_host(tree):
-    """Every leaf as a numpy array on this host (gathering shards from other processes when needed)."""
+    """Every leaf as a whole numpy array on this host (gathering the shards other processes hold, which is a
+    collective: every process must call it)."""
     if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
         tree = multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
