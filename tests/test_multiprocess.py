@@ -145,9 +145,10 @@ def test_each_process_writes_its_own_pieces_of_the_sharded_training_state(runs):
             with safe_open(state / f"{part}-{index}.safetensors", framework="numpy") as f:
                 names.append(set(f.keys()))
         assert names[0] and names[1] and not names[0] & names[1]  # both wrote, nothing twice
-    # FSDP: the embedding (vocab 300 x 32) is split along the vocabulary over 4 devices, 2 rows blocks per process
+    # FSDP: the embedding (vocab 300 x 32) is split along the vocabulary over 4 devices, 2 blocks of rows per process
     with safe_open(state / "params-1.safetensors", framework="numpy") as f:
-        wte = sorted(key for key in f.keys() if key.startswith("transformer/wte/embedding["))
+        keys = f.keys()  # (a safetensors handle is not iterable)
+        wte = sorted(key for key in keys if key.startswith("transformer/wte/embedding["))
         assert wte == ["transformer/wte/embedding[150:225,0:32]", "transformer/wte/embedding[225:300,0:32]"]
         np.testing.assert_allclose(f.get_tensor(wte[1]), whole["transformer/wte/embedding"][225:], atol=TOLERANCE)
 
