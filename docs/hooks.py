@@ -145,6 +145,7 @@ def code_fingerprint() -> str:
     """Changes whenever the figure script, the package or the corpus changes: then the figures are redrawn."""
     digest = hashlib.sha256()
     for path in sorted([ROOT / "scripts" / "make_figures.py", *(ROOT / "pygpt_hf").glob("*.py"),
+                        ROOT / "pygpt_hf" / "training" / "scaling.py", ROOT / "pygpt_hf" / "training" / "sharding.py",
                         ROOT / "pygpt_hf" / "data" / "tinyshakespeare.txt"]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()

@@ -420,6 +420,20 @@ def check_attention_shapes(facts: dict) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def scaling_facts(facts: dict) -> None:
+    """What data parallel vs FSDP keeps per device for a 124M and a 1.3B model (docs/concepts/scaling.md),
+    computed from their configs by the harness's own split rule."""
+    from pygpt_hf.training.scaling import PRESETS, costs_table, gib, layout_costs
+
+    facts["scaling_table"] = costs_table(PRESETS)
+    for name, key in (("124M", "124m"), ("1.3B", "1b3")):
+        one, eight = layout_costs(PRESETS[name], 1), layout_costs(PRESETS[name], 8)
+        facts[f"scaling_{key}_params"] = f"{one.n_params:,}"
+        facts[f"scaling_{key}_state"] = gib(one.train_state_dp)
+        facts[f"scaling_{key}_fsdp8"] = gib(eight.train_state_fsdp)
+        facts[f"scaling_{key}_allreduce"] = gib(one.allreduce)
+
+
 def _timer(log):
     def timed(fn, *args):
         start, cpu = time.perf_counter(), time.process_time()
@@ -447,6 +461,7 @@ def make_all(out_dir: str | Path, log=print) -> dict:
     timed(figure_sampling, model, params, tokenizer, out, facts)
     timed(default_shape_facts, out, facts)
     timed(check_attention_shapes, facts)
+    timed(scaling_facts, facts)
     (out / "facts.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     log(f"make_figures: {len(list(out.glob('*.png')))} figures and {len(facts)} facts in {out} "
         f"({time.perf_counter() - start:.1f} s)")
