@@ -3,6 +3,7 @@
     training_settings.json                the run's settings (scripts/train.py writes them; --resume reads them)
     metrics.jsonl                         one JSON record a line: train loss per logged step, eval figures
     loss_curve.png                        train and eval loss against steps
+    train_results.json                    where the last session's wall time went, tokens/s (training/clock.py)
     checkpoint-NNNNNNN/                   a complete checkpoint: the model folder + training_state/state.json
 
 The training harness writes these files; the model card (model_card.py) and anyone else read them through
@@ -20,6 +21,7 @@ from .atomic import atomic_file
 SETTINGS_FILE = "training_settings.json"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss_curve.png"
+RESULTS_FILE = "train_results.json"  # (the name transformers' Trainer.save_metrics("train") uses)
 STATE_DIR = "training_state"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 

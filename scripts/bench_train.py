@@ -2,11 +2,15 @@
 step, and pygpt's PyTorch twin through `torch.optim.AdamW`, all f32, vocab 512, timed in interleaved rounds.
 
     python scripts/benchmark.py train [--repeats 5] [--no-rss] [--rows 0 2] [--breakdown]
+    python scripts/benchmark.py train --end-to-end [--max-steps 400]   # the README's main command, whole
 
 Per row: ms/step and tokens/s (medians), MFU against the matmul peak of the model's own framework measured in
 the same run (f32 1536^2; model FLOPs = 6 x params x tokens + 12 x layers x width x seq per token), and the
 peak resident memory of that one peer training that one shape alone in a fresh subprocess (VmHWM on Linux).
 The last line of each row is pygpt's speed over the faster peer (above 1.00x: pygpt is faster).
+With --end-to-end: the README's main command (`scripts/train.py` with its defaults, into a temp folder) in a
+subprocess, and where its wall time went, as the run itself measured it (training/clock.py).
+
 The twin uses the same optimizer settings as the harness (AdamW b2 0.95, decay 0.1 on matrices, clip 1.0), at
 a constant learning rate: the schedule is a scalar and costs nothing measurable.
 """
@@ -18,6 +22,8 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +43,10 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rss", dest="rss", action="store_false", help="skip the per-peer peak-memory runs")
     parser.add_argument("--breakdown", action="store_true",
                         help="instead: where pygpt's step time goes, by op class (scripts/bench_step_breakdown.py)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="instead: the README's main command, whole, and the share of its time in train steps")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="with --end-to-end: pass --max-steps to scripts/train.py (default: its own default)")
 
 
 def model_flops(n_params: int, shape: dict, seq: int, batch: int) -> float:
@@ -126,6 +136,9 @@ def peak_rss_mb(peer: str, row: int) -> float:
 
 
 def bench_train(args: argparse.Namespace) -> None:
+    if args.end_to_end:
+        end_to_end(args.max_steps)
+        return
     if args.breakdown:
         from bench_step_breakdown import breakdown
 
@@ -151,6 +164,33 @@ def bench_train(args: argparse.Namespace) -> None:
                   f"{mfu:>7.0%}{rss:>11}")
         faster = min(("FlaxGPT2", "torch twin"), key=seconds.get)
         print(f"{'':<28}pygpt / faster peer ({faster}): {seconds[faster] / seconds['pygpt']:.2f}x")
+
+
+def end_to_end(max_steps: int | None) -> None:
+    """Run the README's main command in a subprocess and print where its wall time went."""
+    train_py = Path(__file__).resolve().parent / "train.py"
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, str(train_py), "--output-dir", out]
+        if max_steps is not None:
+            command += ["--max-steps", str(max_steps)]
+        shown = " ".join(["python scripts/train.py", *command[2:]]).replace(out, "TMP")
+        print(f"end to end: {shown}  (the README's main command; its own progress bar follows)", flush=True)
+        start = time.time()
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)  # stderr: the progress bar
+        wall = time.time() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"scripts/train.py exited with {done.returncode}")
+        t = json.loads((Path(out) / "train_results.json").read_text())["timings"]
+    startup = ", ".join(f"{part} {seconds:.1f}" for part, seconds in t["startup_s"].items())
+    outside = ", ".join(f"{part} {seconds / t['training_s']:.1%}" for part, seconds in t["host_s"].items())
+    hidden = sum(t.get("hidden_s", {}).values()) / t["training_s"]
+    print(f"  wall {wall:.1f} s: first step after {t['first_step_after_s']:.1f} s ({startup}), "
+          f"training {t['training_s']:.1f} s, then the sample")
+    print(f"  train steps {t['train_step_share']:.1%} of the training time (target >= 95%); outside them: {outside} "
+          f"(and {hidden:.1%} of host work ran while a step computed)")
+    print(f"  tokens/s: {t['step_tokens_per_s']:,.0f} in train steps, {t['training_tokens_per_s']:,.0f} over the "
+          f"training time, {t['end_to_end_tokens_per_s']:,.0f} end to end; "
+          f"compiles after the first step: {t['compiles_after_first_step']}")
 
 
 def _report_peak_rss(peer: str, row: int) -> None:

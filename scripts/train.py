@@ -13,13 +13,23 @@ checkpoint was saved, continue with --resume). In a multi-process run only proce
 fails prints its error and exits at once, and jax's coordination service then stops the others.
 """
 
+import time
+
+STARTED = time.time()  # before the imports: the summary says how long they took
+
 import os
 import sys
 import warnings
 
+# The harness is JAX. transformers imports torch (and, through it, scikit-learn) whenever torch is installed,
+# which doubles the start-up; USE_TORCH=0 is transformers' own switch for that. The saved model still loads in
+# PyTorch: the checkpoint is safetensors.
+os.environ.setdefault("USE_TORCH", "0")
+
 warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57 notice
 
 from pygpt_hf.training import NoUsableData, TrainingDiverged, parse_settings, train
+from pygpt_hf.training.clock import describe as describe_timings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(note, flush=True)
     try:
-        result = train(settings, log=lambda text: print(text, flush=True))
+        result = train(settings, log=lambda text: print(text, flush=True), started=STARTED)
     except (NoUsableData, ValueError, FileNotFoundError, FileExistsError) as err:
         return _failed(f"error{where if launch else ''}: {err}", 2, launch)
     except TrainingDiverged as err:
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{ev['eval_nats_per_byte']:.4f} nats/byte (step {ev['step']})")
     if result.best_eval_loss is not None:
         print(f"  best eval    loss {result.best_eval_loss:.4f}")
+    if result.timings:
+        print("\n".join(describe_timings(result.timings)))
     if result.sample is not None:
         print("\nsample:\n" + result.sample)
     if result.stopped == "interrupted":

@@ -190,6 +190,45 @@ def test_the_output_folder_is_a_ready_hugging_face_model(runs):
     assert "summary:" in run.stdout and "final eval   loss" in run.stdout and "sample:" in run.stdout
 
 
+def test_the_run_says_where_its_time_went_and_never_recompiles_after_the_first_step(runs):
+    done, _ = runs
+    run = done["reference"]
+    assert run.rc == 0, run.explain()
+    results = json.loads((run.dir / "train_results.json").read_text())
+    t = results["timings"]
+    assert results["step"] == 12 and t["tokens"] == 12 * 2 * 8 * 16  # steps x accumulation x batch x seq
+    assert t["compiles_after_first_step"] == 0  # train and eval steps compiled ahead of time, the lr log is a table
+    assert set(t["startup_s"]) == {"imports", "data", "model", "compile"} and all(v >= 0 for v in t["startup_s"].values())
+    assert t["first_step_after_s"] >= sum(t["startup_s"].values()) - 0.01
+    assert set(t["host_s"]) == {"data", "eval", "checkpoints", "logging"} and t["host_s"]["checkpoints"] > 0
+    outside = sum(t["host_s"].values())
+    assert t["train_step_share"] == pytest.approx(1 - outside / t["training_s"], abs=1e-3)
+    assert t["step_tokens_per_s"] >= t["training_tokens_per_s"] >= t["end_to_end_tokens_per_s"] > 0
+    assert "tokens/s in train steps" in run.stdout and "compiles     0 after the first step" in run.stdout
+
+
+def test_the_clock_counts_host_work_behind_a_running_step_as_step_time():
+    from pygpt_hf.training.clock import RunClock
+
+    class Step:  # stands for a train step's output: still computing, or done
+        def __init__(self, ready: bool):
+            self.ready = ready
+
+        def is_ready(self) -> bool:
+            return self.ready
+
+    clock = RunClock()
+    clock.loop_started()
+    with clock.host_work("data", behind=Step(ready=False)):
+        time.sleep(0.05)
+    with clock.host_work("data", behind=Step(ready=True)):
+        time.sleep(0.02)
+    clock.loop_ended()
+    summary = clock.summary(tokens=100)
+    assert summary["hidden_s"]["data"] >= 0.05 and 0.02 <= summary["host_s"]["data"] < 0.05
+    assert summary["compiles_after_first_step"] == 0
+
+
 def test_push_to_hub_commits_every_checkpoint(runs):
     from huggingface_hub import HfApi
     from transformers import FlaxAutoModelForCausalLM

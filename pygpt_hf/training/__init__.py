@@ -13,6 +13,7 @@ One module per concern, in the order a run meets them (`loop.train` calls them i
     sharding.py      the device mesh: data parallel or FSDP, multi-process setup
     step.py          the jitted train step (masked loss, grad accumulation, donated state) and eval step
     metrics.py       progress bar, metrics.jsonl, loss-curve PNG, eval figures (bits per byte)
+    clock.py         where the run's wall time goes: start-up parts, train-step share, tokens/s, recompiles
     checkpoint.py    atomic checkpoints = HF model folder + training state (safetensors + JSON)
     hub.py           push the output folder, one commit per checkpoint
     sample.py        a text sample at the end (through the chat template for instruction runs)

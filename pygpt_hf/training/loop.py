@@ -13,6 +13,7 @@ Stopping, in every way it can happen:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -23,8 +24,10 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
-from ..run_folder import PLOT_FILE, checkpoint_name, plot_loss_curve
+from ..atomic import write_text
+from ..run_folder import PLOT_FILE, RESULTS_FILE, checkpoint_name, plot_loss_curve
 from . import checkpoint as ckpt
+from .clock import RunClock
 from .data import prepare_data
 from .hooks import FaultHooks
 from .metrics import MetricsLog, ProgressBar, eval_line, eval_summary
@@ -63,12 +66,16 @@ class TrainResult:
     checkpoint: str | None = None
     sample: str | None = None
     num_params: int = 0
+    timings: dict = field(default_factory=dict)  # RunClock.summary: start-up, training, train-step share, tokens/s
 
 
-def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainResult:
+def train(settings: TrainSettings, log: Callable[[str], None] = print, started: float | None = None) -> TrainResult:
+    """Run the training `settings` describe. `started`: the `time.time()` the process began at (for the
+    time-to-first-step figure; scripts/train.py passes it), else now."""
     settings.validate()
     hooks = FaultHooks.from_environment()
     t_begin = time.time()
+    clock = RunClock(started)
 
     # --- plan: devices (joining a multi-process run comes before anything else touches jax), output folder ---
     launch = join_processes(settings)
@@ -85,6 +92,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 
     # --- data: tokenizer, held-out eval set, training stream (its first batch fetched before compiling) ------
     data = prepare_data(settings, resume_from, settings.batch_size, log, show_progress=lead)
+    clock.lap("data")
 
     # --- model, optimizer, state (restored on resume), placed on the mesh ---------------------------------
     config = model_config(settings, len(data.tokenizer))
@@ -109,6 +117,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
 
         pusher = HubPusher(settings.push_to_hub, private=settings.hub_private)
         log(f"hub: pushing to {pusher.url} at every checkpoint")
+    clock.lap("model")
 
     # --- compile (ahead of time, so the log can say how long it took) -------------------------------------
     t0 = time.time()
@@ -118,21 +127,28 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
                                  batch_sharding=train_batch_sharding, inject_nan_at_step=hooks.nan_at_step,
                                  masked=True).lower(state, batch).compile()
     evaluator = Evaluator(model, data.eval_set, settings.batch_size, shardings.params, eval_sharding(mesh), state)
+    learning_rates = np.asarray(jax.jit(jax.vmap(schedule))(np.arange(settings.max_steps)))  # for the log, by step
     log(f"compiled the train and eval steps in {time.time() - t0:.1f}s")
+    clock.lap("compile")
 
     # --- the steps, with evaluations and checkpoints along the way ----------------------------------------
     metrics = MetricsLog(out, resume_step=start_step if resume_from else None) if lead else None
     bar = ProgressBar(settings.max_steps, start_step, disable=not lead)
-    window = LossWindow(settings.tokens_per_step, schedule, metrics, bar)
+    window = LossWindow(settings.tokens_per_step, learning_rates, metrics, bar, clock)
     saver = Saver(settings, model, data, metrics, bar, pusher, hooks, lead, last=resume_from)
+    evaluate = clock.timed("eval", evaluator.run)
+    save = clock.timed("checkpoints", saver.save)
     evaluator.best = min((r["eval_loss"] for r in (metrics.read() if metrics else []) if "eval_loss" in r),
                          default=None)
     ctrl_c = CtrlC()
     step, stopped = start_step, "finished"
+    clock.loop_started()
     try:
         while step < settings.max_steps:
             if step > start_step:  # the first batch was fetched before compiling
-                batch = _put_batch(data.next_batch(settings.grad_accum, settings.batch_size), train_batch_sharding)
+                with clock.host_work("data", behind=state.step):  # the previous step may still be computing
+                    batch = _put_batch(data.next_batch(settings.grad_accum, settings.batch_size),
+                                       train_batch_sharding)
             state, step_metrics = train_step(state, batch)  # returns at once; the device works on
             step += 1
             window.add(step, step_metrics)
@@ -140,11 +156,11 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
                 window.flush(saver.last)
             if step % settings.eval_every == 0 and step < settings.max_steps:
                 window.flush(saver.last)
-                evaluator.run(state.params, step, metrics, bar)
+                evaluate(state.params, step, metrics, bar)
                 window.restart()  # tokens/s measures training only
             if step % settings.save_every == 0 and step < settings.max_steps:
                 window.flush(saver.last)
-                saver.save(step, state, evaluator.last)
+                save(step, state, evaluator.last)
                 window.restart()
             reason = ("interrupted" if ctrl_c.pressed else "time budget" if settings.max_minutes is not None
                       and time.time() - window.t_train > settings.max_minutes * 60 else None)
@@ -155,12 +171,16 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
                 break
         window.flush(saver.last)
         if stopped != "interrupted" and evaluator.last.get("step") != step:  # Ctrl-C: save and leave, no eval
-            evaluator.run(state.params, step, metrics, bar)
+            evaluate(state.params, step, metrics, bar)
         if saver.last is None or os.path.basename(saver.last) != checkpoint_name(step):
-            saver.save(step, state, evaluator.last)
+            save(step, state, evaluator.last)
     finally:
+        clock.loop_ended()
         bar.close()
         ctrl_c.restore()
+    timings = clock.summary(tokens=(step - start_step) * settings.tokens_per_step)
+    if lead:
+        write_text(os.path.join(out, RESULTS_FILE), json.dumps({"step": step, "timings": timings}, indent=2) + "\n")
 
     # --- a sample of what it learned --------------------------------------------------------------------------
     sample = None
@@ -176,7 +196,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
     return TrainResult(
         output_dir=out, step=step, tokens=(step - start_step) * settings.tokens_per_step,
         seconds=time.time() - t_begin, stopped=stopped, final_eval=evaluator.last, best_eval_loss=evaluator.best,
-        checkpoint=saver.last, sample=sample, num_params=num_params,
+        checkpoint=saver.last, sample=sample, num_params=num_params, timings=timings,
     )
 
 
@@ -202,8 +222,11 @@ class CtrlC:
 class LossWindow:
     """The step metrics still on the device since the last fetch, and the training time they took."""
 
-    def __init__(self, tokens_per_step: int, schedule, metrics: MetricsLog | None, bar: ProgressBar):
-        self.tokens_per_step, self.schedule, self.metrics, self.bar = tokens_per_step, schedule, metrics, bar
+    def __init__(self, tokens_per_step: int, learning_rates: np.ndarray, metrics: MetricsLog | None,
+                 bar: ProgressBar, clock: RunClock):
+        self.tokens_per_step, self.metrics, self.bar = tokens_per_step, metrics, bar
+        self.learning_rates = learning_rates  # the schedule, evaluated once: calling it here would dispatch jax ops
+        self.clock = clock
         self.pending: list[tuple[int, dict]] = []  # (step, metrics still on the device)
         self.t_train = self.t_window = time.time()
         self.steps = 0
@@ -229,18 +252,19 @@ class LossWindow:
                 raise TrainingDiverged(
                     f"loss became {float(m['loss'])} (gradient norm {float(m['grad_norm'])}) at step {s}; "
                     f"stopped without saving it; {where}. Try a lower --lr or more --warmup-steps.")
-        now = time.time()
-        tokens_per_s = self.steps * self.tokens_per_step / max(now - self.t_window, 1e-9)
-        loss = float(np.mean([float(m["loss"]) for m in fetched]))
-        last = self.pending[-1][0]
-        lr = float(self.schedule(last - 1))  # the rate used by the update that produced step `last`
-        self.bar.update(len(self.pending), loss, tokens_per_s, lr)
-        if self.metrics:
-            self.metrics.write({"step": last, "loss": loss, "grad_norm": float(fetched[-1]["grad_norm"]), "lr": lr,
-                                "tokens": last * self.tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
-                                "elapsed_s": round(now - self.t_train, 2)})
-        self.pending.clear()
-        self.t_window, self.steps = now, 0
+        with self.clock.host_work("logging"):
+            now = time.time()
+            tokens_per_s = self.steps * self.tokens_per_step / max(now - self.t_window, 1e-9)
+            loss = float(np.mean([float(m["loss"]) for m in fetched]))
+            last = self.pending[-1][0]
+            lr = float(self.learning_rates[last - 1])  # the rate used by the update that produced step `last`
+            self.bar.update(len(self.pending), loss, tokens_per_s, lr)
+            if self.metrics:
+                self.metrics.write({"step": last, "loss": loss, "grad_norm": float(fetched[-1]["grad_norm"]),
+                                    "lr": lr, "tokens": last * self.tokens_per_step,
+                                    "tokens_per_s": round(tokens_per_s, 1), "elapsed_s": round(now - self.t_train, 2)})
+            self.pending.clear()
+            self.t_window, self.steps = now, 0
 
 
 class Evaluator:
