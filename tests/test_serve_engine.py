@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.serving.engine import FlaxBatchEngine, Finished, Request, SamplingParams, Token
+from pygpt_hf.serving.engine import FlaxBatchEngine, Request, SamplingParams, Token
 
 EOS = 256
 
