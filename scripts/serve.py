@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Flax: requests decoded together in one step (default 16; 1 = one at a time)")
     parser.add_argument("--steps-per-call", type=int, default=8,
                         help="Flax: decode steps run per jitted call (default 8; tokens stream in groups of this size)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="Flax: skip compiling every request shape at start-up (starts sooner, but the first "
+                             "requests of each new size then wait for a compile)")
     parser.add_argument("--no-page", action="store_true", help="serve the API only")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -61,7 +64,8 @@ def main(argv=None) -> int:
     print(f"loading {args.model} ({args.framework}) ...", file=sys.stderr, flush=True)
     try:
         served = load_served(args.model, args.framework, args.served_model_name, slots=args.max_batch,
-                             steps_per_call=args.steps_per_call)
+                             steps_per_call=args.steps_per_call, warm_up=args.warm_up,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
     except LoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

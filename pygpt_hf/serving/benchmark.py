@@ -49,17 +49,23 @@ class _Server:
     def __init__(self, folder: str, max_batch: int, steps_per_call: int):
         command = [sys.executable, str(ROOT / "scripts" / "serve.py"), "--model", folder, "--port", "0", "--no-page",
                    "--served-model-name", "bench", "--max-batch", str(max_batch), "--steps-per-call", str(steps_per_call)]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115  its stderr (the warm-up line, or why it failed), closed in stop()
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
         for line in self.process.stdout:
             if line.startswith("API:"):
                 self.url = line.split()[1].removesuffix("/v1")
+                self.log.seek(0)
+                warm = [line.split(" (")[0] for line in self.log if line.startswith("compiled ")]
+                print(f"  server --max-batch {max_batch}: {warm[0] if warm else 'no warm-up line'}", flush=True)
                 return
-        raise RuntimeError(f"scripts/serve.py exited ({self.process.wait()}) before it was ready")
+        self.log.seek(0)
+        raise RuntimeError(f"scripts/serve.py exited ({self.process.wait()}) before it was ready:\n{self.log.read()}")
 
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
+        self.log.close()
 
 
 async def _load(url: str, prompts: list[list[int]], clients: int, requests: int, new_tokens: int):

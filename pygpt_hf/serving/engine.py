@@ -13,9 +13,10 @@ thread;
               opens exactly those columns (and pos) for row i, and position_ids are pos - start_i, so the row
               computes what it would compute alone (K and V do not depend on the column they sit in,
               rope included).
-    join:     a new prompt (T tokens) is prefilled alone in a cache of a bucket length Tb >= T (left-padded,
-              so a handful of lengths compile), and its Tb columns are copied into its row ending at pos:
-              start_i = pos - T (the padding lands left of start_i, masked).
+    join:     every waiting request (up to the free rows) is prefilled in ONE call: R prompts left-padded to
+              one bucket length Tb >= every T (rows padded to a row bucket), their caches scattered into
+              their rows ending at pos in the same jitted call: start_i = pos - T_i (padding lands left of
+              start_i, masked).
     shift:    when the next call would run past column L, every row is rolled left by the smallest start among
               live slots (a live slot is shorter than n_positions, and L = n_positions + K, so there is always
               room); before a join that needs pos >= Tb, rows are rolled right instead.
@@ -25,13 +26,25 @@ So one jitted call of K decode steps of shape (S, 1) serves every live request, 
 between calls, and each row's tokens are what the model gives for that prompt alone (greedy:
 `generate(do_sample=False)`).
 
+Where the time went at 16 clients (default 4x128 shape, engine alone, before this layout): each join was its
+own prefill + insert call and read its first token back at once (16 host syncs between decode calls), and
+the first request of each new row count, window or prompt length compiled (3-4 s each on this 2-core
+machine) while every live stream waited. Now `warm_up` compiles every shape ahead of time (AOT, jax's
+persistent cache makes a restart quick), joins are one call, and the first tokens are read after the
+previous decode call's. Measured afterwards (engine alone, 112 requests, `timings`): waiting for decode
+calls 78% of the worker's host time, join dispatch + first-token wait 15%, decode dispatch 5%, emit and
+flush 1%; through HTTP the event loop sits idle in epoll most of the time (cProfile), so what is left is
+CPU shared with the load generator and other processes on 2 cores, not the engine's host work.
+
 `TorchEngine` serves the PyTorch twin one request at a time through `model.generate` itself.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -41,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
-WINDOW_STEP = 32  # decode windows are multiples of this many cache columns
+WINDOW_STEP = 64  # decode windows: 32, 64, 128, then multiples of this below n_positions, then the whole cache
 ROW_BUCKETS = (1, 4, 16, 64)  # decode calls run this many rows (the fewest that hold every live slot)
 CACHE_TIME_AXIS = 1  # the model's KV cache keys and values are (batch, time, heads, head_dim)
 
@@ -164,6 +177,14 @@ def _finish_reason(request: Request, token_id: int) -> str | None:
     return None
 
 
+def decode_windows(n_positions: int, cache_len: int) -> list[int]:
+    """The cache widths a decode call may run on: few (each compiles), fine enough that a step reads little
+    more of the cache than the live tokens: 32, 64, 128, then steps of WINDOW_STEP, then the whole cache."""
+    windows = [w for w in (32, 64, 128) if w < n_positions]
+    windows += range(128 + WINDOW_STEP, n_positions, WINDOW_STEP)
+    return [*windows, cache_len]
+
+
 def bucket_length(n: int, limit: int, smallest: int = 16) -> int:
     """The padded length for n tokens: a power of two (>= smallest), at most `limit`."""
     length = smallest
@@ -206,9 +227,11 @@ class FlaxBatchEngine(Engine):
         self.slots = slots
         self.steps_per_call = steps_per_call
         self.cache_len = self.n_positions + steps_per_call
+        self.windows = decode_windows(self.n_positions, self.cache_len)
+        self.row_buckets = sorted({b for b in ROW_BUCKETS if b < slots} | {slots})  # rows of a decode or join call
+        self.prompt_buckets = sorted({bucket_length(n, self.cache_len) for n in range(1, self.n_positions)})
         self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("window", "rows"))
-        self._prefill = jax.jit(self._prefill_fn)
-        self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
+        self._join_call = jax.jit(self._join_fn, donate_argnums=(1, 2, 3))
         self._roll = jax.jit(self._roll_fn, donate_argnums=(0,))
         self._score = jax.jit(self._score_fn)
         self.cache = None  # made on the worker thread
@@ -217,7 +240,13 @@ class FlaxBatchEngine(Engine):
         self.waiting: deque[Request] = deque()
         self.steps = 0  # decode steps run (for tests and logs)
         self.shifts = 0
+        self.joins = 0  # prefill calls (each joins every request that waits, up to the free rows)
+        self.late_compiles = 0  # shapes first run while serving (each compiled there; warm_up() makes this 0)
         self._outbox: dict[Request, list] = {}  # events of this loop turn, sent together per request
+        self._warm_up: threading.Event | None = None  # set by warm_up(): compile every shape before serving
+        self.compiled = (0, 0.0)  # (shapes, seconds) compiled by warm_up()
+        self.timings: dict[str, list] = {}  # name -> [count, seconds] of the worker's host-side pieces
+        self._shapes: set = set()  # the decode and join shapes run so far (a new one compiles unless warmed up)
 
     # ---- jitted pieces ----------------------------------------------------------------------------------
 
@@ -229,7 +258,7 @@ class FlaxBatchEngine(Engine):
         The steps run on a window of the cache: its first `rows` rows (every live slot: joins take the lowest
         free row) and `window` columns from `window_start` (every live token and the K new columns), copied out
         once and back once, so a step costs what the live slots need rather than the whole cache; both sizes
-        are rounded up (ROW_BUCKETS, WINDOW_STEP), so it compiles a few times.
+        are rounded up (ROW_BUCKETS, `decode_windows`), so it compiles a few times (all in `warm_up`).
         """
         import jax
         import jax.numpy as jnp
@@ -265,36 +294,33 @@ class FlaxBatchEngine(Engine):
         cache = jax.tree_util.tree_map_with_path(put_back, cache, part)
         return picked, cache, full_tokens.at[:rows].set(tokens), full_counters.at[:rows].set(counters)
 
-    def _prefill_fn(self, params, ids, length, key, temperature, top_k, top_p):
-        """One prompt, left-padded to its bucket Tb: (first token, its logprobs) and the prompt's (1, Tb) cache."""
+    def _join_fn(self, params, cache, tokens, counters, ids, lengths, rows, col, keys, temperature, top_k, top_p):
+        """Prefill R prompts at once, each left-padded to the bucket Tb (ids (R, Tb), lengths (R,)), and write
+        their caches into rows `rows` (R,), columns [col, col + Tb), in place; row index S (past the end) marks a
+        padding row, whose writes are dropped. Returns each prompt's first token (tokens, logprobs, best ids,
+        best logprobs), (R, ...), and the cache, next tokens and PRNG counters with those rows set."""
         import jax
         import jax.numpy as jnp
 
         from .sampling import pick_tokens
 
-        Tb = ids.shape[1]
-        pad = Tb - length
+        R, Tb = ids.shape
         cols = jnp.arange(Tb)[None, :]
-        cache = self.model.init_cache(1, Tb)
+        pad = (Tb - lengths)[:, None]  # (R, 1)
         out = self.model(ids, attention_mask=(cols >= pad).astype(jnp.int32), position_ids=jnp.maximum(cols - pad, 0),
-                         params=params, past_key_values=cache)
-        logits = out.logits[:, -1]
-        picked = pick_tokens(logits, jax.random.fold_in(key, 0)[None], temperature[None], top_k[None], top_p[None],
-                             jnp.ones((1,), bool), TOP_LOGPROBS)
-        return picked, out.past_key_values
-
-    @staticmethod
-    def _insert_fn(cache, prompt_cache, row, col):
-        import jax
+                         params=params, past_key_values=self.model.init_cache(R, Tb))
+        first_keys = jax.vmap(jax.random.fold_in)(keys, jnp.zeros((R,), jnp.uint32))
+        picked = pick_tokens(out.logits[:, -1], first_keys, temperature, top_k, top_p, jnp.ones((R,), bool),
+                             TOP_LOGPROBS)
+        where = (rows[:, None], col + cols)  # (R, 1) rows x (1, Tb) columns of the (S, L, H, D) cache
 
         def put(path, big, small):
-            if _is_index(path):
-                return big
-            start = [0] * big.ndim
-            start[0], start[CACHE_TIME_AXIS] = row, col  # the prompt's (1, Tb) cache lands at row `row`, column `col`
-            return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), tuple(start))
+            return big if _is_index(path) else big.at[where].set(small.astype(big.dtype), mode="drop")
 
-        return jax.tree_util.tree_map_with_path(put, cache, prompt_cache)
+        cache = jax.tree_util.tree_map_with_path(put, cache, out.past_key_values)
+        tokens = tokens.at[rows].set(picked[0], mode="drop")
+        counters = counters.at[rows].set(1, mode="drop")
+        return picked, cache, tokens, counters
 
     @staticmethod
     def _roll_fn(cache, shift):
@@ -319,10 +345,12 @@ class FlaxBatchEngine(Engine):
             [r for r in self._outbox if not any(isinstance(e, Finished) for e in self._outbox[r])]
 
     # ---- the loop -----------------------------------------------------------------------------------------
-    # One decode step is kept in flight: step k+1 is dispatched (jax runs it asynchronously) before step k's
+    # One decode call is kept in flight: call k+1 is dispatched (jax runs it asynchronously) before call k's
     # tokens are read back and handed to the clients, so the Python work overlaps the model's. The tokens and
-    # PRNG counters that feed the next step never leave the device; a slot that finished at step k has one
-    # wasted row in step k+1, whose output is dropped (the row's slot is no longer the one it was run for).
+    # PRNG counters that feed the next call never leave the device; a slot that finished in call k has one
+    # wasted row in call k+1, whose output is dropped (the row's slot is no longer the one it was run for).
+    # Every waiting request joins in ONE prefill call per loop turn, dispatched before the decode call that
+    # already runs its row; its first token is read back after the previous decode call's tokens.
 
     def _run(self) -> None:
         import jax.numpy as jnp
@@ -332,6 +360,9 @@ class FlaxBatchEngine(Engine):
         self.tokens = jnp.zeros((S,), jnp.int32)  # on device: the token each row feeds next
         self.counters = jnp.zeros((S,), jnp.uint32)  # on device: how many tokens each row has sampled
         self._settings = None  # per-row (starts, live, keys, temperature, top_k, top_p) on device; None = stale
+        if self._warm_up is not None:
+            self._compile_all()
+            self._warm_up.set()
         pending = None
         while not self._closed:
             self._read_inbox(block=pending is None and not self.waiting and not any(self.rows))
@@ -341,13 +372,53 @@ class FlaxBatchEngine(Engine):
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
                 self._send(request, Finished("cancelled"))
-            while self.waiting and None in self.rows:
-                self._join(self.rows.index(None), self.waiting.popleft())
+            joined = self._join_waiting() if self.waiting and None in self.rows else None
             dispatched = self._dispatch() if any(self.rows) else None
             if pending is not None:
                 self._deliver(*pending)
+            if joined is not None:
+                self._deliver_first(*joined)
             pending = dispatched
-            self._flush()
+            with self._timed("flush"):
+                self._flush()
+
+    def warm_up(self) -> tuple[int, float]:
+        """Start the worker and compile, before any request, every shape a request can need (each decode row
+        bucket x window, each join row bucket x prompt-length bucket), so that no compile stalls the live
+        streams later; returns (shapes compiled, seconds)."""
+        self._warm_up = threading.Event()
+        self.start()
+        while not self._warm_up.wait(0.1):
+            if not self._thread.is_alive():
+                raise RuntimeError(self._error or "the model worker stopped while compiling")
+        return self.compiled
+
+    def _compile_all(self) -> None:
+        """Compile (ahead of time, in a thread per core: XLA compiles without the GIL) every decode and join
+        shape; a later call of the same shape finds it in jit's cache."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        start = time.perf_counter()
+        row_buckets, lengths = self.row_buckets, self.prompt_buckets
+        state = (self.params, self.cache, self.tokens, self.counters)
+        settings, scalar = self._device_settings(), np.int32(0)
+        lowered = []
+        for rows in row_buckets:
+            for window in self.windows:
+                self._shapes.add(("decode", rows, window))
+                lowered.append(self._decode.lower(*state, scalar, scalar, *settings, window=window, rows=rows))
+            for Tb in lengths:
+                self._shapes.add(("join", rows, Tb))
+                lowered.append(self._join_call.lower(
+                    *state, np.zeros((rows, Tb), np.int32), np.full(rows, Tb, np.int32), np.full(rows, self.slots, np.int32),
+                    scalar, np.zeros((rows, 2), np.uint32), np.zeros(rows, np.float32), np.zeros(rows, np.int32),
+                    np.ones(rows, np.float32)))
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(lambda x: x.compile(), lowered))
+        self.compiled = (len(lowered), time.perf_counter() - start)
+
+    def _timed(self, name: str):
+        return _Timer(self.timings, name)
 
     def _send(self, request: Request, event) -> None:
         self._outbox.setdefault(request, []).append(event)
@@ -370,28 +441,50 @@ class FlaxBatchEngine(Engine):
             elif isinstance(job, ScoreJob):
                 self._run_score(job)
 
-    def _join(self, row: int, request: Request) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        T = len(request.prompt_ids)
-        Tb = bucket_length(T, self.cache_len)
+    def _join_waiting(self):
+        """Dispatch one prefill call for as many waiting requests as there are free rows (the lowest free rows,
+        so decode calls run the fewest rows); returns what `_deliver_first` needs once it has run."""
+        free = [row for row, slot in enumerate(self.rows) if slot is None]
+        joining = [self.waiting.popleft() for _ in range(min(len(free), len(self.waiting)))]
+        R = len(joining)
+        Rb = min([b for b in ROW_BUCKETS if b >= R] + [self.slots])
+        Tb = bucket_length(max(len(r.prompt_ids) for r in joining), self.cache_len)
         if not any(self.rows):
             self.pos = Tb  # nothing else lives in the cache: start afresh
         elif self.pos < Tb:
-            self._shift(self.pos - Tb)  # room on the left for the prompt: roll every row right
-        p = request.params
-        key = jax.random.PRNGKey(p.seed)
-        ids = jnp.asarray([[0] * (Tb - T) + request.prompt_ids], dtype=jnp.int32)
-        (first, logprob, best_ids, best_lps), prompt_cache = self._prefill(
-            self.params, ids, jnp.int32(T), key, jnp.float32(p.temperature), jnp.int32(p.top_k), jnp.float32(p.top_p))
-        self.cache = self._insert(self.cache, prompt_cache, jnp.int32(row), jnp.int32(self.pos - Tb))
-        self.tokens = self.tokens.at[row].set(first[0])
-        self.counters = self.counters.at[row].set(1)
-        slot = _Slot(request, start=self.pos - T, key=np.asarray(key))
-        self.rows[row] = slot
-        self._settings = None
-        self._emit(row, int(first[0]), float(logprob[0]), _top(np.asarray(best_ids[0]), np.asarray(best_lps[0])))
+            self._shift(self.pos - Tb)  # room on the left for the prompts: roll every row right
+        with self._timed("join"):
+            ids = np.zeros((Rb, Tb), np.int32)
+            lengths, rows = np.full(Rb, Tb, np.int32), np.full(Rb, self.slots, np.int32)  # padding rows: dropped
+            keys, temperature = np.zeros((Rb, 2), np.uint32), np.zeros(Rb, np.float32)
+            top_k, top_p = np.zeros(Rb, np.int32), np.ones(Rb, np.float32)
+            slots = []
+            for i, (row, request) in enumerate(zip(free, joining)):
+                T, p = len(request.prompt_ids), request.params
+                ids[i, Tb - T:] = request.prompt_ids
+                lengths[i], rows[i], keys[i] = T, row, _prng_key(p.seed)
+                temperature[i], top_k[i], top_p[i] = p.temperature, p.top_k, p.top_p
+                self.rows[row] = slot = _Slot(request, start=self.pos - T, key=keys[i])
+                slots.append((row, slot))
+            self._settings = None
+            self._count_shape(("join", Rb, Tb))
+            self.joins += 1
+            picked, self.cache, self.tokens, self.counters = self._join_call(
+                self.params, self.cache, self.tokens, self.counters, ids, lengths, rows, np.int32(self.pos - Tb), keys,
+                temperature, top_k, top_p)
+        return picked, slots
+
+    def _deliver_first(self, picked, slots) -> None:
+        with self._timed("join wait"):
+            first, logprob, best_ids, best_lps = jax_device_get(picked)
+        for i, (row, slot) in enumerate(slots):
+            if self.rows[row] is slot:  # not cancelled meanwhile
+                self._emit(row, int(first[i]), float(logprob[i]), _top(best_ids[i], best_lps[i]))
+
+    def _count_shape(self, key) -> None:
+        if key not in self._shapes:
+            self._shapes.add(key)
+            self.late_compiles += 1
 
     def _shift(self, shift: int) -> None:
         """Roll every row left by `shift` columns (right when negative); the slots' starts move with them."""
@@ -422,32 +515,34 @@ class FlaxBatchEngine(Engine):
         return self._settings
 
     def _dispatch(self):
-        """Start one decode step over every row; returns what `_deliver` needs once its results are read."""
-        import jax.numpy as jnp
-
+        """Start one decode call over every row; returns what `_deliver` needs once its results are read."""
         K = self.steps_per_call
-        if self.pos + K > self.cache_len:
-            self._shift(min(slot.start for slot in self.rows if slot is not None))
-        first = min(slot.start for slot in self.rows if slot is not None)
-        window = min(-(-(self.pos + K - first) // WINDOW_STEP) * WINDOW_STEP, self.cache_len)
-        window_start = min(first, self.cache_len - window)
-        needed = max(row for row, slot in enumerate(self.rows) if slot is not None) + 1
-        rows = min([b for b in ROW_BUCKETS if b >= needed] + [self.slots])
-        outputs, self.cache, self.tokens, self.counters = self._decode(
-            self.params, self.cache, self.tokens, self.counters, jnp.int32(self.pos), jnp.int32(window_start),
-            *self._device_settings(), window=window, rows=rows)
-        self.pos += self.steps_per_call
-        self.steps += self.steps_per_call
-        return outputs, list(self.rows)
+        with self._timed("dispatch"):
+            if self.pos + K > self.cache_len:
+                self._shift(min(slot.start for slot in self.rows if slot is not None))
+            first = min(slot.start for slot in self.rows if slot is not None)
+            window = next(w for w in self.windows if w >= self.pos + K - first)
+            window_start = min(first, self.cache_len - window)
+            needed = max(row for row, slot in enumerate(self.rows) if slot is not None) + 1
+            rows = min([b for b in ROW_BUCKETS if b >= needed] + [self.slots])
+            self._count_shape(("decode", rows, window))
+            outputs, self.cache, self.tokens, self.counters = self._decode(
+                self.params, self.cache, self.tokens, self.counters, np.int32(self.pos), np.int32(window_start),
+                *self._device_settings(), window=window, rows=rows)
+        self.pos += K
+        self.steps += K
+        return outputs, list(self.rows[:rows])
 
     def _deliver(self, outputs, rows_then) -> None:
-        tokens, logprobs, best_ids, best_lps = (np.asarray(x) for x in outputs)  # (K, S, ...): waits for the call
-        for k in range(self.steps_per_call):
-            for row, slot in enumerate(rows_then[:tokens.shape[1]]):  # the rows that call ran (the rest were free)
-                if slot is not None and self.rows[row] is slot:  # still the slot this row was computed for
-                    asked = slot.request.params.logprobs
-                    self._emit(row, int(tokens[k, row]), float(logprobs[k, row]) if asked else 0.0,
-                               _top(best_ids[k, row], best_lps[k, row]) if asked else ())
+        with self._timed("decode wait"):
+            tokens, logprobs, best_ids, best_lps = jax_device_get(outputs)  # (K, rows, ...): waits for the call
+        with self._timed("emit"):
+            for k in range(self.steps_per_call):
+                for row, slot in enumerate(rows_then):
+                    if slot is not None and self.rows[row] is slot:  # still the slot this row was computed for
+                        asked = slot.request.params.logprobs
+                        self._emit(row, int(tokens[k, row]), float(logprobs[k, row]) if asked else 0.0,
+                                   _top(best_ids[k, row], best_lps[k, row]) if asked else ())
 
     def _emit(self, row: int, token_id: int, logprob: float, top) -> None:
         slot = self.rows[row]
@@ -476,6 +571,33 @@ class FlaxBatchEngine(Engine):
             job.future.set_result([None] + [(float(chosen[t]), _top(best_ids[t], best_lps[t])) for t in range(T - 1)])
         except Exception as err:  # noqa: BLE001  a failed score answers its own request only
             job.future.set_exception(err)
+
+
+class _Timer:
+    """Adds one [count, seconds] measurement to `timings[name]` (the worker's own profile)."""
+
+    def __init__(self, timings: dict, name: str):
+        self.entry = timings.setdefault(name, [0, 0.0])
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *_):
+        self.entry[0] += 1
+        self.entry[1] += time.perf_counter() - self.start
+
+
+def jax_device_get(tree):
+    """The arrays of `tree` as numpy, in one transfer (waits for the call that makes them)."""
+    import jax
+
+    return jax.device_get(tree)
+
+
+def _prng_key(seed: int) -> np.ndarray:
+    import jax
+
+    return np.asarray(jax.random.PRNGKey(seed))
 
 
 def _is_index(path) -> bool:

@@ -32,9 +32,17 @@ def check_model_location(name: str) -> str:
     return name
 
 
+COMPILE_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pygpt_hf", "jax")
+
+
 def load_served(model: str, framework: str = "flax", served_model_name: str | None = None, slots: int = 16,
-                steps_per_call: int = 8) -> Served:
-    """Config, tokenizer and weights of `model`, and the engine started on them."""
+                steps_per_call: int = 8, warm_up: bool = False, log=None) -> Served:
+    """Config, tokenizer and weights of `model`, and the engine started on them.
+
+    `warm_up` (Flax) compiles every shape a request can need before returning, so no request waits for a
+    compile under load; compiled programs are kept in jax's persistent cache (COMPILE_CACHE unless
+    JAX_COMPILATION_CACHE_DIR says otherwise), so the next start of the same model shape is quick. `log` gets
+    one line saying what was compiled."""
     from transformers import AutoConfig, AutoTokenizer
 
     import pygpt_hf  # noqa: F401  registers PyGPT with the Auto classes
@@ -66,6 +74,19 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
                                      steps_per_call=steps_per_call)
     except (OSError, ValueError) as err:
         raise LoadError(f"--model {model}: cannot load the weights: {err}") from err
+    if warm_up and isinstance(engine, FlaxBatchEngine):
+        import jax
+
+        if not jax.config.jax_compilation_cache_dir:
+            jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        shapes, seconds = engine.warm_up()
+        if log is not None:
+            log(f"compiled {shapes} shapes in {seconds:.1f} s (decode: rows {engine.row_buckets} x cache windows "
+                f"{engine.windows}; prefill: rows x prompt lengths {engine.prompt_buckets}; cache: "
+                f"{jax.config.jax_compilation_cache_dir})")
+    else:
+        engine.start()
     name = served_model_name or (os.path.basename(os.path.normpath(model)) if os.path.isdir(location) else model)
-    return Served(name=name, tokenizer=tokenizer, engine=engine.start(),
+    return Served(name=name, tokenizer=tokenizer, engine=engine,
                   n_positions=context_length(config))

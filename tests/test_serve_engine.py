@@ -1,0 +1,68 @@
+"""The continuous-batching engine on its own (no HTTP): requests that join together in one prefill call, or
+while others decode, each get exactly the greedy tokens `generate` gives that prompt alone; after `warm_up`
+no request shape compiles while serving."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
+from pygpt_hf.serving.engine import FlaxBatchEngine, Request, SamplingParams, Token
+
+EOS = 256
+
+
+def generate_greedy(model, ids, max_new_tokens):
+    out = model.generate(np.asarray([ids], np.int32), max_length=len(ids) + max_new_tokens, do_sample=False,
+                         eos_token_id=EOS, pad_token_id=257)
+    new = np.asarray(out.sequences[0, len(ids):]).tolist()
+    return new[:new.index(EOS) + 1] if EOS in new else new
+
+
+def test_batched_joins_give_every_stream_its_own_greedy_tokens():
+    """Three prompts of different lengths join in one prefill call (left-padded to one bucket); when the first
+    finishes, two more join in one call while the others decode, and the shared write position wraps
+    (a 32-token context). Requests submitted from a callback (the worker's thread) all wait in the inbox
+    together, so the joins are deterministic."""
+    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    rng = np.random.default_rng(0)
+    lengths = [3, 17, 9, 12, 20, 4]
+    max_tokens = [6, 12, 14, 15, 10, 1]
+    prompts = [rng.integers(0, 256, n).tolist() for n in lengths]
+    engine = FlaxBatchEngine(model, slots=4, steps_per_call=4)
+    engine.warm_up()
+    got = {i: [] for i in range(len(prompts))}
+    reasons, done = {}, threading.Event()
+
+    def submit(i):
+        def on_events(events):
+            for event in events:
+                if isinstance(event, Token):
+                    got[i].append(event.id)
+                else:
+                    reasons[i] = event.reason
+                    if i == 5:  # a first request alone; then three at once
+                        for j in range(3):
+                            submit(j)
+                    if i == 0:  # two join (rows 0 and 3) while requests 1 and 2 decode
+                        submit(3)
+                        submit(4)
+                    if len(reasons) == len(prompts):
+                        done.set()
+
+        engine.submit(Request(prompts[i], SamplingParams(max_tokens[i], temperature=0), on_events, eos_token_id=EOS))
+
+    try:
+        submit(5)
+        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons))}"
+    finally:
+        engine.close()
+    for i, ids in enumerate(prompts):
+        expected = generate_greedy(model, ids, max_tokens[i])
+        assert got[i] == expected, f"request {i} (prompt of {lengths[i]} tokens)"
+        assert reasons[i] == ("eos" if expected[-1] == EOS else "length")
+    assert engine.joins == 3  # one request, then three in one prefill call, then two in one call
+    assert engine.shifts > 0
+    assert engine.late_compiles == 0  # warm_up compiled every shape these requests needed
