@@ -21,10 +21,11 @@ import os
 import sys
 import warnings
 
-# The harness is JAX. transformers imports torch (and, through it, scikit-learn) whenever torch is installed,
-# which doubles the start-up; USE_TORCH=0 is transformers' own switch for that. The saved model still loads in
-# PyTorch: the checkpoint is safetensors.
-os.environ.setdefault("USE_TORCH", "0")
+if __name__ == "__main__":  # as a program only: a test that imports main() keeps its process's torch
+    # The harness is JAX. transformers imports torch (and, through it, scikit-learn) whenever torch is installed,
+    # which doubles the start-up; USE_TORCH=0 is transformers' own switch for that (a value the user set is
+    # kept). The saved model still loads in PyTorch: the checkpoint is safetensors.
+    os.environ.setdefault("USE_TORCH", "0")
 
 warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57 notice
 

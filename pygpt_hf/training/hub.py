@@ -8,7 +8,11 @@ not the `checkpoint-*` folders with their optimizer state.
 
 from __future__ import annotations
 
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp*", "*.tmp", "*.tmp.*", "*.tmp-*"]
+from ..run_folder import RESULTS_FILE
+
+# Not pushed: the checkpoints (the top of the folder is the latest one's model), staging debris, and
+# train_results.json (this session's timings on this machine, written after the final push).
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", ".tmp*", "*.tmp", "*.tmp.*", "*.tmp-*", RESULTS_FILE]
 
 
 class HubPusher:
