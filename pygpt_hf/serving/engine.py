@@ -447,7 +447,7 @@ class FlaxBatchEngine(Engine):
         free = [row for row, slot in enumerate(self.rows) if slot is None]
         joining = [self.waiting.popleft() for _ in range(min(len(free), len(self.waiting)))]
         R = len(joining)
-        Rb = min([b for b in ROW_BUCKETS if b >= R] + [self.slots])
+        Rb = self._row_bucket(R)
         Tb = bucket_length(max(len(r.prompt_ids) for r in joining), self.cache_len)
         if not any(self.rows):
             self.pos = Tb  # nothing else lives in the cache: start afresh
@@ -480,6 +480,11 @@ class FlaxBatchEngine(Engine):
         for i, (row, slot) in enumerate(slots):
             if self.rows[row] is slot:  # not cancelled meanwhile
                 self._emit(row, int(first[i]), float(logprob[i]), _top(best_ids[i], best_lps[i]))
+
+    def _row_bucket(self, n: int) -> int:
+        """The rows a decode or join call runs for n rows in use: the smallest of `row_buckets` (what warm_up
+        compiled) that holds them."""
+        return next(b for b in self.row_buckets if b >= n)
 
     def _count_shape(self, key) -> None:
         if key not in self._shapes:
@@ -524,7 +529,7 @@ class FlaxBatchEngine(Engine):
             window = next(w for w in self.windows if w >= self.pos + K - first)
             window_start = min(first, self.cache_len - window)
             needed = max(row for row, slot in enumerate(self.rows) if slot is not None) + 1
-            rows = min([b for b in ROW_BUCKETS if b >= needed] + [self.slots])
+            rows = self._row_bucket(needed)
             self._count_shape(("decode", rows, window))
             outputs, self.cache, self.tokens, self.counters = self._decode(
                 self.params, self.cache, self.tokens, self.counters, np.int32(self.pos), np.int32(window_start),
