@@ -163,7 +163,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
                 save(step, state, evaluator.last)
                 window.restart()
             reason = ("interrupted" if ctrl_c.pressed else "time budget" if settings.max_minutes is not None
-                      and time.time() - window.t_train > settings.max_minutes * 60 else None)
+                      and time.time() - clock.t_loop > settings.max_minutes * 60 else None)
             if jax.process_count() > 1:  # all processes stop at the same step: they agree at every log step
                 reason = agreed_stop(reason) if step % settings.log_every == 0 else None
             if reason:
@@ -178,7 +178,8 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
         clock.loop_ended()
         bar.close()
         ctrl_c.restore()
-    timings = clock.summary(tokens=(step - start_step) * settings.tokens_per_step)
+    tokens = (step - start_step) * settings.tokens_per_step
+    timings = clock.summary(tokens)
     if lead:
         write_text(os.path.join(out, RESULTS_FILE), json.dumps({"step": step, "timings": timings}, indent=2) + "\n")
 
@@ -194,7 +195,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
             log(f"warning: no sample: {err}")
     log(f"data read: training {data.train_summary()}")
     return TrainResult(
-        output_dir=out, step=step, tokens=(step - start_step) * settings.tokens_per_step,
+        output_dir=out, step=step, tokens=tokens,
         seconds=time.time() - t_begin, stopped=stopped, final_eval=evaluator.last, best_eval_loss=evaluator.best,
         checkpoint=saver.last, sample=sample, num_params=num_params, timings=timings,
     )
@@ -228,7 +229,7 @@ class LossWindow:
         self.learning_rates = learning_rates  # the schedule, evaluated once: calling it here would dispatch jax ops
         self.clock = clock
         self.pending: list[tuple[int, dict]] = []  # (step, metrics still on the device)
-        self.t_train = self.t_window = time.time()
+        self.t_window = time.time()
         self.steps = 0
 
     def add(self, step: int, step_metrics: dict) -> None:
@@ -262,7 +263,7 @@ class LossWindow:
             if self.metrics:
                 self.metrics.write({"step": last, "loss": loss, "grad_norm": float(fetched[-1]["grad_norm"]),
                                     "lr": lr, "tokens": last * self.tokens_per_step,
-                                    "tokens_per_s": round(tokens_per_s, 1), "elapsed_s": round(now - self.t_train, 2)})
+                                    "tokens_per_s": round(tokens_per_s, 1), "elapsed_s": round(now - self.clock.t_loop, 2)})
             self.pending.clear()
             self.t_window, self.steps = now, 0
 
