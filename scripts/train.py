@@ -10,7 +10,8 @@
 
 Exit codes: 0 done, 1 the loss diverged (NaN/inf), 2 bad settings or data, 130 interrupted (Ctrl-C; a
 checkpoint was saved, continue with --resume). In a multi-process run only process 0 prints; a process that
-fails prints its error and exits at once, and jax's coordination service then stops the others.
+fails prints its error, tells the others through jax's coordination service and exits at once; each other
+process then prints that error, naming the process, and exits with 1 (sharding.watch_failures).
 """
 
 import time
@@ -89,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _failed(message: str, code: int, launch) -> int:
-    """Print why; in a multi-process run leave at once, without jax's orderly shutdown (which would wait for
-    the others): the coordination service sees this process stop and stops every other one, naming it."""
+    """Print why; in a multi-process run tell the others (they stop too, printing this message) and leave at
+    once, without jax's orderly shutdown (which would wait for them)."""
     print(message, file=sys.stderr, flush=True)
     if launch:
+        from pygpt_hf.training.sharding import report_failure
+
+        report_failure(message)
         sys.stdout.flush()
         os._exit(code)
     return code

@@ -3,11 +3,13 @@ devices (XLA_FLAGS=--xla_force_host_platform_device_count), the gloo collectives
 
 One module fixture runs, side by side, a tiny 6-step run (checkpoints and evals every 2 steps, dropout and
 gradient accumulation, so the data order, the dropout keys and the accumulation all have to agree):
-    one      1 process with 4 devices, data parallel
-    two      2 processes with 2 devices each, --fsdp (parameters and optimizer state split over all 4
-             devices, so each process holds only its pieces), both SIGKILLed halfway through checkpoint 4
+    one      1 process with 4 devices, data parallel, --data-shards 2 (it reads both halves of the data)
+    two      2 processes with 2 devices each (one data shard each, the default), --fsdp (parameters and
+             optimizer state split over all 4 devices, so each process holds only its pieces), both SIGKILLed
+             halfway through checkpoint 4
 and then `two` again with --resume (from checkpoint 2, the last complete one). The 2-process run must end
-where the 1-process run ends. The launch flags and variables are checked without starting anything.
+where the 1-process run ends. Another 2-process run fails on purpose in process 1, which must stop process 0
+too, with process 1's error. The launch flags and variables are checked without starting anything.
 """
 
 import json
@@ -24,7 +26,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from pygpt_hf.training.cli import parse_settings
-from pygpt_hf.training.hooks import KILL_AT_STEP
+from pygpt_hf.training.hooks import FAIL_AT_STEP, KILL_AT_STEP
 from pygpt_hf.training.launch import resolve_launch
 from pygpt_hf.training.settings import TrainSettings
 
@@ -50,7 +52,7 @@ class Processes:
     """`scripts/train.py` in `count` processes of one run (or one plain process when count is 1)."""
 
     def __init__(self, name: str, folder: Path, output_dir: Path, args: list[str], env: dict, count: int,
-                 devices: int, extra_env: dict | None = None):
+                 devices: int, extra_env: dict | None = None, env_of: dict[int, dict] | None = None):
         self.name, self.dir, self.procs, self.logs = name, output_dir, [], []
         port = free_port()
         for index in range(count):
@@ -63,7 +65,7 @@ class Processes:
                     [sys.executable, str(ROOT / "scripts" / "train.py"), "--output-dir", str(output_dir), *args,
                      *launch], cwd=ROOT, stdout=stdout, stderr=stderr,
                     env={**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                         **(extra_env or {})}))
+                         **(extra_env or {}), **(env_of or {}).get(index, {})}))
 
     def wait(self) -> "Processes":
         try:
@@ -87,14 +89,20 @@ class Processes:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def env(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multiprocess")
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(folder / "xla-cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     for name in ("PYGPT_COORDINATOR_ADDRESS", "PYGPT_NUM_PROCESSES", "PYGPT_PROCESS_ID", "JAX_COORDINATOR_ADDRESS",
                  "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)
-    one = Processes("one", folder, folder / "one", ARGS, env, count=1, devices=4)
+    return folder, env
+
+
+@pytest.fixture(scope="module")
+def runs(env):
+    folder, env = env
+    one = Processes("one", folder, folder / "one", ARGS + ["--data-shards", "2"], env, count=1, devices=4)
     killed = Processes("two", folder, folder / "two", ARGS + ["--fsdp"], env, count=2, devices=2,
                        extra_env={KILL_AT_STEP: "4"})
     one.wait(), killed.wait()
@@ -109,6 +117,8 @@ def test_two_processes_train_what_one_process_with_as_many_devices_trains_and_re
     assert resumed.rcs == [0, 0], resumed.explain()
     assert "4 x cpu (2 processes; this is process 0 of 2, coordinator 127.0.0.1:" in resumed.stdout[0]
     assert "resuming at step 2" in resumed.stdout[0]  # checkpoint 4 was half written: never renamed, ignored
+    assert "documents dealt to 2 data shards, 4 rows each (this process reads shard 0)" in resumed.stdout[0]
+    assert "documents dealt to 2 data shards, 4 rows each (this process reads shard 0-1)" in one.stdout[0]
     assert not list(resumed.dir.glob(".tmp-*"))  # ... and its debris removed
     assert sorted(p.name for p in resumed.dir.glob("checkpoint-*")) == ["checkpoint-0000004", "checkpoint-0000006"]
 
@@ -151,6 +161,23 @@ def test_each_process_writes_its_own_pieces_of_the_sharded_training_state(runs):
         wte = sorted(key for key in keys if key.startswith("transformer/wte/embedding["))
         assert wte == ["transformer/wte/embedding[150:225,0:32]", "transformer/wte/embedding[225:300,0:32]"]
         np.testing.assert_allclose(f.get_tensor(wte[1]), whole["transformer/wte/embedding"][225:], atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("failing", [1, 0])  # a worker, and process 0, which hosts the coordination service
+def test_an_error_in_one_process_stops_every_process_with_that_error(env, failing):
+    folder, env = env
+    other = 1 - failing
+    run = Processes(f"failing-{failing}", folder, folder / f"failing-{failing}", ARGS, env, count=2, devices=2,
+                    env_of={failing: {FAIL_AT_STEP: "3"}})
+    try:
+        assert run.procs[failing].wait(timeout=TIMEOUT_S) == 1
+        assert run.procs[other].wait(timeout=30) == 1  # at once: not after jax's heartbeat timeout (100 s), nor never
+    finally:
+        run.wait()
+    assert "InjectedFailure: PYGPT_TEST_FAIL_AT_STEP=3" in run.stderr[failing], run.explain()
+    assert (f"error: process {other} of 2 stops, since another failed: error (process {failing} of 2): InjectedFailure: "
+            "PYGPT_TEST_FAIL_AT_STEP=3: this process failed on purpose after step 3") in run.stderr[other], run.explain()
+    assert not list((folder / f"failing-{failing}").glob("checkpoint-0000004"))  # it stopped before checkpoint 4
 
 
 # --- the launch, checked without starting anything -------------------------------------------------------------

@@ -360,14 +360,14 @@ def test_the_harness_shards_its_checkpoints_above_the_threshold(models, tmp_path
     settings = TrainSettings(output_dir=str(tmp_path))
     common = {"model": flax_model, "params": flax_model.params, "opt_state": {"mu": np.zeros(3, np.float32)},
               "tokenizer": tokenizer, "settings": settings,
-              "data_state": ({"buffer": np.zeros(2, np.int32)}, {"epoch": 0})}
+              "data_states": {0: ({"buffer": np.zeros(2, np.int32)}, {"epoch": 0})}}
     first = checkpoint.save_checkpoint(str(tmp_path), 1, **common)
     checkpoint.publish(first, str(tmp_path))
     assert (tmp_path / "model.safetensors").is_file() and shards_of(tmp_path) == []
     monkeypatch.setattr(checkpoint, "MAX_SHARD_SIZE", SHARD)
     second = checkpoint.save_checkpoint(str(tmp_path), 2, **common)
     assert len(shards_of(Path(second))) >= 3
-    assert (Path(second) / "training_state" / "data-0.json").is_file()  # the process's data position survived the save
+    assert (Path(second) / "training_state" / "data-0.json").is_file()  # the data shard's position survived the save
     checkpoint.publish(second, str(tmp_path))
     assert shards_of(tmp_path) == shards_of(Path(second)) and not (tmp_path / "model.safetensors").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging debris

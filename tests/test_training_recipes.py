@@ -411,11 +411,59 @@ def test_training_from_the_folder_gives_the_on_the_fly_batches_and_resumes_exact
     reference = [on_the_fly.first_batch] + [on_the_fly.next_batch(2, 4) for _ in range(40)]
     got = [from_folder.first_batch] + [from_folder.next_batch(2, 4) for _ in range(19)]
     resumed = TokenStream(lambda: pretokenized.train_dataset(str(folder), manifest), 16, 8, seed=0)
-    resumed.load_state_dict(*_round_trip(from_folder.stream.state_dict()))
+    resumed.load_state_dict(*_round_trip(from_folder.stream.state_dict()[0]))  # (data shard 0, the only one)
     got += [resumed.next_masked_batch(2, 4) for _ in range(21)]
     for (a_tokens, a_mask), (b_tokens, b_mask) in zip(reference, got, strict=True):
         assert np.array_equal(a_tokens, b_tokens) and np.array_equal(a_mask, b_mask)
     assert np.array_equal(on_the_fly.eval_set.weights, from_folder.eval_set.weights)
+
+
+@pytest.mark.parametrize("source", ["on the fly", "pre-tokenized folder"])
+def test_data_shards_deal_the_documents_and_each_process_reads_only_its_own(pretok, tokenizer, source):
+    """--data-shards 2: a process that reads both shards (1 process) gets, row for row, what two processes
+    reading one shard each get; the shards share no document and together hold every training document; each
+    shard resumes from its own saved position."""
+    settings, folder, _ = pretok
+    if source != "on the fly":
+        settings = TrainSettings(**{**settings.to_dict(), "dataset": str(folder), "tokenizer": None})
+    settings = TrainSettings(**{**settings.to_dict(), "data_shards": 2})
+    quiet = lambda text: None  # noqa: E731
+    both = prepare_data(settings, None, 4, quiet)
+    halves = [prepare_data(settings, None, 4, quiet, shards=range(j, j + 1)) for j in (0, 1)]
+    whole = [both.first_batch] + [both.next_batch(2, 4) for _ in range(30)]
+    parts = [[half.first_batch] + [half.next_batch(2, 4) for _ in range(15)] for half in halves]
+    for half in halves:  # shard j resumes where it stopped, from its own state alone
+        (shard, state), = half.stream.state_dict().items()
+        again = prepare_data(settings, None, 4, quiet, shards=range(shard, shard + 1))
+        again.stream.load_state_dict({shard: _round_trip(state)})
+        parts[shard] += [again.next_batch(2, 4) for _ in range(15)]
+    for (tokens, mask), first, second in zip(whole, *parts, strict=True):
+        assert first[0].shape == (2, 2, 17)  # each process: its 2 rows of the 4
+        assert np.array_equal(tokens, np.concatenate([first[0], second[0]], axis=1))
+        assert np.array_equal(mask, np.concatenate([first[1], second[1]], axis=1))
+
+    one_shard = TrainSettings(**{**settings.to_dict(), "data_shards": 1})
+    documents = _documents_of(one_shard, tokenizer)
+    dealt = [_documents_of(settings, tokenizer, shard) for shard in (0, 1)]
+    assert dealt[0] and dealt[1]
+    if source == "on the fly":  # each source's records are dealt, then each shard mixes (and repeats) its own
+        assert not set(dealt[0]) & set(dealt[1]) and set(dealt[0]) | set(dealt[1]) == set(documents)
+    else:  # the folder's rows, each dealt once
+        assert sorted(dealt[0] + dealt[1]) == sorted(documents)
+
+
+def _documents_of(settings, tokenizer, shard=0):
+    """The token ids of every training document that data shard `shard` reads, one pass."""
+    from pygpt_hf.training.mixture import Mixture, deal
+
+    num_shards = settings.data_shards or 1
+    folder = pretokenized.open_folder(settings.dataset)
+    if folder is not None:
+        rows = deal(folder.train_rows(), shard, num_shards)
+    else:
+        mixture = Mixture.from_settings(settings)
+        rows = tokenize_documents(mixture.train_dataset(mixture.new_stats(), shard, num_shards), tokenizer, True)
+    return [tuple(row["input_ids"]) for row in rows]
 
 
 def test_a_folder_made_with_another_tokenizer_is_refused_naming_both_hashes(pretok, tmp_path):

@@ -39,6 +39,10 @@ def test_bad_settings_are_named(tmp_path):
         parse_settings(["--n-embd", "30", "--n-head", "4"])
     with pytest.raises(ValueError, match="--seq-len must be a positive integer"):
         parse_settings(["--seq-len", "0"])
+    with pytest.raises(ValueError, match=r"--batch-size \(16\) must be divisible by --data-shards \(3\)"):
+        parse_settings(["--data-shards", "3"])
+    with pytest.raises(ValueError, match="--data-shards must be a positive integer, got 0"):
+        parse_settings(["--data-shards", "0"])
     with pytest.raises(FileNotFoundError, match="--config"):
         parse_settings(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(SystemExit):  # argparse: not one of the formats

@@ -13,9 +13,9 @@ Layout of `--output-dir`:
               (several processes: params-P.safetensors, opt_state-P.safetensors from each process P, holding
               the pieces of each leaf only P's devices hold, named "leaf[start:stop,...]": no process gathers
               the training state; a resume reassembles each device's piece from them, onto any layout)
-            data-0.safetensors     shuffle buffer and leftover tokens (one file per process)
-            data-0.json            stream position (`IterableDataset.state_dict()`), epoch, shuffle RNG
-            state.json             step, seed, number of processes, eval metrics at this step
+            data-0.safetensors     shuffle buffer and leftover tokens (one file per data shard, written by the
+            data-0.json            stream position   process that reads it), epoch, shuffle RNG
+            state.json             step, seed, number of processes and data shards, eval metrics at this step
     config.json  model.safetensors ...   the latest checkpoint's model files, so the folder itself loads
     training_settings.json  metrics.jsonl  loss_curve.png
 
@@ -198,13 +198,14 @@ def save_checkpoint(
     opt_state,
     tokenizer,
     settings,
-    data_state: tuple[dict[str, np.ndarray], dict],
+    data_states: dict[int, tuple[dict[str, np.ndarray], dict]],
     metrics: dict | None = None,
     hooks: FaultHooks | None = None,
 ) -> str:
     """Write checkpoint `step` atomically and return its path. `params` / `opt_state`: the state's arrays.
 
-    All processes call this: each writes its own data position and, in a multi-process run, its own pieces of
+    All processes call this: each writes the data position of its data shards (`data_states`, {shard: (arrays,
+    metadata)}: packing.ShardedStream.state_dict) and, in a multi-process run, its own pieces of
     the training state; process 0 writes the model folder (the only thing gathered: the parameters, which
     the Hugging Face files hold whole) and renames once every process is done.
     The files inside the temporary folder need no atomicity of their own: the rename is the commit point.
@@ -218,10 +219,10 @@ def save_checkpoint(
         os.makedirs(os.path.join(tmp, STATE_DIR))
     barrier(f"checkpoint-{step}-mkdir")
 
-    arrays, meta = data_state
     state_dir = os.path.join(tmp, STATE_DIR)
-    save_file(arrays, os.path.join(state_dir, f"data-{index}.safetensors"))
-    write_json(os.path.join(state_dir, f"data-{index}.json"), meta)
+    for shard, (arrays, meta) in data_states.items():
+        save_file(arrays, os.path.join(state_dir, f"data-{shard}.safetensors"))
+        write_json(os.path.join(state_dir, f"data-{shard}.json"), meta)
     if count > 1:  # each process its own pieces: nothing of the training state crosses between hosts
         save_file(local_pieces(params), os.path.join(state_dir, f"params-{index}.safetensors"))
         save_file(local_pieces(opt_state), os.path.join(state_dir, f"opt_state-{index}.safetensors"))
@@ -241,6 +242,7 @@ def save_checkpoint(
             "step": step,
             "seed": settings.seed,  # the dropout keys are derived from it and the step
             "num_processes": count,
+            "data_shards": settings.data_shards or 1,
             "metrics": metrics or {},
         })
     barrier(f"checkpoint-{step}-written")  # complete only when every process has written its part
@@ -308,14 +310,20 @@ def load_training_state(checkpoint_dir: str, template, shardings):
     return state["step"], restored[0], restored[1]
 
 
-def load_data_state(checkpoint_dir: str) -> tuple[dict[str, np.ndarray], dict]:
-    """This process's data position (shuffle buffer, leftover tokens, stream state)."""
-    index = jax.process_index()
+def load_data_state(checkpoint_dir: str, shards: range, num_shards: int) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
+    """The data position (shuffle buffer, leftover tokens, stream state) of the data shards this process reads."""
+    saved = read_state(checkpoint_dir).get("data_shards", 1)
+    if saved != num_shards:
+        raise ValueError(f"{checkpoint_dir} was saved by a run with --data-shards {saved}; this run has {num_shards}, "
+                         f"which would deal the documents differently")
     folder = os.path.join(checkpoint_dir, STATE_DIR)
-    path = os.path.join(folder, f"data-{index}.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"{checkpoint_dir} has no data state for process {index}; was it saved by a run "
-                         f"with a different number of processes?")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
-    return load_file(os.path.join(folder, f"data-{index}.safetensors")), meta
+    states = {}
+    for shard in shards:
+        path = os.path.join(folder, f"data-{shard}.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"{checkpoint_dir}: {path} (the position of data shard {shard}) not found; the "
+                             f"checkpoint is incomplete")
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        states[shard] = load_file(os.path.join(folder, f"data-{shard}.safetensors")), meta
+    return states

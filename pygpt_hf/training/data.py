@@ -9,13 +9,12 @@
 Batches are always (tokens, loss mask) pairs; with `--loss-on all` the mask is all ones. Everything here runs
 before the model is built, so bad data stops a run before anything compiles.
 
-Several processes: every process runs this same pipeline with the same seed and so draws the same global
-batches; each then puts only its own rows of them on its devices (sharding.put_global). That is the cheapest
-way to make an N-process run compute exactly what a 1-process run on the same devices computes (same blocks,
-same shuffle, same order), and to resume exactly: each process restores its own, identical, data position.
-The price is that every process tokenizes and packs the whole stream; at this project's scale that is a small
-fraction of a step. (Splitting documents by process, datasets' `split_dataset_by_node`, would read 1/N each but
-pack different blocks, so its global batches would differ from the 1-process run's.)
+Several processes: the training documents are dealt to `--data-shards` shards (one per process by default;
+mixture.deal, record i to shard i % N) and each process reads, tokenizes and packs only the shards whose rows
+of the global batch its devices hold (packing.ShardedStream); sharding.put_local makes one global array of
+every process's rows. The shards, not the processes, fix the data order: a 1-process run with
+`--data-shards 2` draws exactly the batches of a 2-process run, and each process saves and restores the
+position of its own shards. The held-out set is small: every process reads all of it (eval is global).
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ import numpy as np
 
 from ..documents import NoUsableData, RowStats
 from .encoding import tokenize
-from .mixture import Mixture
-from .packing import EvalSet, TokenStream, build_eval_set
+from .mixture import Mixture, deal
+from .packing import EvalSet, ShardedStream, build_eval_set
 from .pretokenized import open_folder
 from .tokenizer import tokenizer_for_run
 
@@ -38,9 +37,9 @@ from .tokenizer import tokenizer_for_run
 class RunData:
     tokenizer: object
     eval_set: EvalSet
-    stream: TokenStream
+    stream: ShardedStream
     source: str  # what the data is, for the log and the loss-curve title
-    first_batch: tuple[np.ndarray, np.ndarray]  # (tokens, loss mask), each (grad_accum, batch, seq_len + 1)
+    first_batch: tuple[np.ndarray, np.ndarray]  # (tokens, loss mask), each (grad_accum, rows, seq_len + 1)
     is_instruction: bool = False  # instruction records: the end-of-run sample goes through the chat template
     train_stats: list[RowStats] = field(default_factory=list)  # per source ([] for a pre-tokenized folder)
     labels: list[str] = field(default_factory=list)  # one name per source, for the stats
@@ -57,10 +56,14 @@ class RunData:
 
 
 def prepare_data(settings, resume_from: str | None, batch_size: int, log: Callable[[str], None],
-                 show_progress: bool = True) -> RunData:
+                 show_progress: bool = True, shards: range | None = None) -> RunData:
     """The tokenizer, eval set and training stream of a run (restored to the checkpoint's position), and the
-    first (global) batch, fetched so that a dataset with nothing usable stops the run here."""
+    first batch (this process's rows of it), fetched so that a dataset with nothing usable stops the run here.
+
+    `shards`: the data shards this process reads (default: all `settings.data_shards`, one process)."""
     with_mask = settings.loss_on == "response"
+    num_shards = settings.data_shards or 1
+    shards = range(num_shards) if shards is None else shards
     folder = open_folder(settings.dataset)  # a pre-tokenized folder, or None: sources
 
     # --- 1. the documents, mixed and held out (built once), and the tokenizer (chosen once) ----------------------
@@ -68,7 +71,7 @@ def prepare_data(settings, resume_from: str | None, batch_size: int, log: Callab
         mixture = Mixture.from_settings(settings)
         eval_stats, train_stats, tokenizer_stats = mixture.new_stats(), mixture.new_stats(), mixture.new_stats()
         texts = mixture.training_documents(tokenizer_stats, settings.tokenizer_train_docs)  # read if one is trained
-        train_documents = partial(mixture.train_dataset, train_stats)  # a fresh dataset each epoch
+        train_documents = partial(mixture.train_dataset, train_stats, num_shards=num_shards)  # (shard) -> a fresh dataset
         eval_documents = mixture.eval_dataset(eval_stats)  # (lazy datasets: nothing is read yet)
         source, labels, is_instruction = mixture.describe(), mixture.labels, mixture.is_instruction
     else:
@@ -80,15 +83,16 @@ def prepare_data(settings, resume_from: str | None, batch_size: int, log: Callab
     if folder is None:
         eval_rows, train_rows = tokenize(eval_documents, train_documents, tokenizer, with_mask)
     else:
-        eval_rows, train_rows = folder.eval_rows(), partial(folder.train_rows, with_mask)
+        eval_rows = folder.eval_rows()
+        train_rows = lambda shard: deal(folder.train_rows(with_mask), shard, num_shards)
 
     # --- 3. blocks: the held-out set cut in order; the training stream packed, shuffled and batched -------------
     eval_set = build_eval_set(eval_rows, settings.seq_len, settings.eval_max_tokens, use_mask=with_mask)
-    stream = TokenStream(train_rows, settings.seq_len, settings.shuffle_buffer, settings.seed)
+    stream = ShardedStream(train_rows, shards, num_shards, settings.seq_len, settings.shuffle_buffer, settings.seed)
     if resume_from:
         from .checkpoint import load_data_state  # (imports jax: kept out of scripts/pretokenize.py's way)
 
-        stream.load_state_dict(*load_data_state(resume_from))
+        stream.load_state_dict(load_data_state(resume_from, shards, num_shards))
     try:
         first_batch = stream.next_batch(settings.grad_accum, batch_size)
     except NoUsableData:

@@ -90,7 +90,7 @@ def tokenize_documents(rendered, tokenizer, with_mask: bool = False, batch_size:
                         remove_columns=["text", "response_start", "source"])
 
 
-def tokenize(eval_documents, train_documents: Callable[[], object], tokenizer, with_mask: bool):
-    """Stage 2 of a run: (the held-out rows, a function giving the training rows anew for each epoch)."""
+def tokenize(eval_documents, train_documents: Callable[[int], object], tokenizer, with_mask: bool):
+    """Stage 2 of a run: (the held-out rows, a function giving a data shard's training rows anew for each epoch)."""
     return (tokenize_documents(eval_documents, tokenizer, with_mask),
-            lambda: tokenize_documents(train_documents(), tokenizer, with_mask))
+            lambda shard: tokenize_documents(train_documents(shard), tokenizer, with_mask))

@@ -13,6 +13,7 @@ Stopping, in every way it can happen:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,10 +39,12 @@ from .sharding import (
     barrier,
     batch_sharding,
     check_divisible,
+    compile_gather,
     eval_sharding,
     join_processes,
     make_mesh,
-    put_global,
+    process_shards,
+    put_local,
     put_tree,
     state_sharding,
     to_host,
@@ -84,6 +87,11 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
         log = _silent
     mesh = make_mesh()
     check_divisible(settings.batch_size, mesh)
+    # the data shards fix the data order; saved with the run, so a resume (on any number of processes) deals alike
+    settings = dataclasses.replace(settings, data_shards=settings.data_shards or jax.process_count())
+    train_batch_sharding = batch_sharding(mesh)
+    global_batch_shape = (settings.grad_accum, settings.batch_size, settings.seq_len + 1)
+    shards = process_shards(settings.data_shards, train_batch_sharding, global_batch_shape)
     out = settings.output_dir
     resume_from = ckpt.open_output_dir(out, settings.resume, lead)
     if lead:
@@ -91,7 +99,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
     barrier("output-dir")  # debris removed and settings written before any process reads the folder
 
     # --- data: tokenizer, held-out eval set, training stream (its first batch fetched before compiling) ------
-    data = prepare_data(settings, resume_from, settings.batch_size, log, show_progress=lead)
+    data = prepare_data(settings, resume_from, settings.batch_size, log, show_progress=lead, shards=shards)
     clock.lap("data")
 
     # --- model, optimizer, state (restored on resume), placed on the mesh ---------------------------------
@@ -108,7 +116,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
     else:
         state = put_tree(state, shardings)
     start_step = int(state.step)
-    log(_plan(settings, config, num_params, mesh, start_step, resume_from, shardings, launch))
+    log(_plan(settings, config, num_params, mesh, start_step, resume_from, shardings, launch, shards))
     if hooks.describe():
         log(hooks.describe())
     pusher = None
@@ -121,13 +129,15 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
 
     # --- compile (ahead of time, so the log can say how long it took) -------------------------------------
     t0 = time.time()
-    train_batch_sharding = batch_sharding(mesh)
-    batch = _put_batch(data.first_batch, train_batch_sharding)
+    batch = _put_batch(data.first_batch, train_batch_sharding, global_batch_shape)
     train_step = make_train_step(model, optimizer, dropout_seed=settings.seed, state_sharding=shardings,
                                  batch_sharding=train_batch_sharding, inject_nan_at_step=hooks.nan_at_step,
                                  masked=True).lower(state, batch).compile()
     evaluator = Evaluator(model, data.eval_set, settings.batch_size, shardings.params, eval_sharding(mesh), state)
     learning_rates = np.asarray(jax.jit(jax.vmap(schedule))(np.arange(settings.max_steps)))  # for the log, by step
+    if jax.process_count() > 1:  # the collectives of checkpoints and of stopping together, compiled now too
+        compile_gather(state.params)
+        agreed_stop(None)
     log(f"compiled the train and eval steps in {time.time() - t0:.1f}s")
     clock.lap("compile")
 
@@ -148,9 +158,10 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print, started: 
             if step > start_step:  # the first batch was fetched before compiling
                 with clock.host_work("data", behind=state.step):  # the previous step may still be computing
                     batch = _put_batch(data.next_batch(settings.grad_accum, settings.batch_size),
-                                       train_batch_sharding)
+                                       train_batch_sharding, global_batch_shape)
             state, step_metrics = train_step(state, batch)  # returns at once; the device works on
             step += 1
+            hooks.fail_if_due(step)
             window.add(step, step_metrics)
             if step % settings.log_every == 0:
                 window.flush(saver.last)
@@ -314,7 +325,7 @@ class Saver:
         out = self.settings.output_dir
         path = ckpt.save_checkpoint(out, step, model=self.model, params=state.params,
                                     opt_state=state.opt_state, tokenizer=self.data.tokenizer,
-                                    settings=self.settings, data_state=self.data.stream.state_dict(),
+                                    settings=self.settings, data_states=self.data.stream.state_dict(),
                                     metrics=last_eval, hooks=self.hooks)
         if self.lead:
             ckpt.publish(path, out)
@@ -334,13 +345,13 @@ def _silent(text: str) -> None:
     """The log of every process but process 0."""
 
 
-def _put_batch(batch, sharding):
-    """A host batch (a (tokens, loss mask) pair) -> global arrays on the mesh."""
-    return jax.tree_util.tree_map(lambda part: put_global(part, sharding), batch)
+def _put_batch(batch, sharding, global_shape):
+    """This process's rows of a batch (a (tokens, loss mask) pair) -> global arrays on the mesh."""
+    return jax.tree_util.tree_map(lambda part: put_local(part, sharding, global_shape), batch)
 
 
 def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: int, resume_from: str | None,
-          shardings, launch=None) -> str:
+          shardings, launch=None, shards: range = range(1)) -> str:
     steps = settings.max_steps - start_step
     leaves = jax.tree_util.tree_leaves(shardings.params)
     split = sum(1 for sharding in leaves if any(axis is not None for axis in sharding.spec))
@@ -357,7 +368,10 @@ def _plan(settings: TrainSettings, config, num_params: int, mesh, start_step: in
          f"{num_params / 1e6:.2f}M parameters ({settings.dtype} compute)"),
         (f"  batches   {settings.batch_size} x {settings.seq_len} tokens x {settings.grad_accum} accumulation "
          f"= {settings.tokens_per_step:,} tokens per step"
-         + ("; loss on response tokens only (--loss-on response)" if settings.loss_on == "response" else "")),
+         + ("; loss on response tokens only (--loss-on response)" if settings.loss_on == "response" else "")
+         + (f"; documents dealt to {settings.data_shards} data shards, {settings.batch_size // settings.data_shards} "
+            f"rows each (this process reads shard {shards.start}{f'-{shards.stop - 1}' if len(shards) > 1 else ''})"
+            if settings.data_shards > 1 else "")),
         (f"  training  {resuming}{steps:,} steps = {steps * settings.tokens_per_step / 1e6:.1f}M tokens{budget}; "
          f"AdamW lr {settings.lr:g}, {settings.warmup_steps} warmup steps, cosine to "
          f"{settings.lr * settings.min_lr_ratio:g}"),

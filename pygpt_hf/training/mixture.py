@@ -11,6 +11,9 @@ grammar: `dolly.jsonl@dolly:0.7,notes.txt@text:0.3`, or one plain source) and re
   a small source is repeated (oversampled) to keep them. `first_exhausted` ends the pass when the first
   source runs out (the rest of the others is never read); `all_exhausted_without_replacement` reads every
   record exactly once (the weights then drift as sources run out).
+- several data shards (`--data-shards`, one per process by default): each source's training records are dealt
+  out like cards, record i to shard i % N (`deal`, before rendering: a process renders and tokenizes only its
+  share), and each shard interleaves its shares with the same weights.
 - held-out eval set: the first `--eval-docs` records the mixture draws (evaluated grouped by source).
   Training reads each source *after* the records it gave to the eval set, so no held-out record ever
   enters training, even when a source is repeated. Both are fixed by the seed, so a resumed run sees
@@ -26,6 +29,19 @@ from collections.abc import Iterator, Sequence
 
 from ..documents import INSTRUCTION_FORMATS, NoUsableData, RowStats, describe_source, open_source, render_source
 from .settings import STOPPING_STRATEGIES, SourceSpec
+
+
+def deal(dataset, shard: int, num_shards: int):
+    """Records shard, shard + N, shard + 2N, ... of `dataset` (N = `num_shards`): one shard's share.
+
+    A filter on the record index, which datasets restores with the rest of the stream position on resume.
+    (Not `split_dataset_by_node`: on one file it steps over the records after the whole pipeline has run, so every
+    process would still render and tokenize everything.)
+    """
+    if num_shards == 1:
+        return dataset
+    return dataset.filter(lambda batch, indices: [i % num_shards == shard for i in indices], with_indices=True,
+                          batched=True)
 
 
 def probabilities(sources: Sequence[SourceSpec]) -> list[float]:
@@ -100,9 +116,10 @@ class Mixture:
                  for i, (raw, s, st, n) in enumerate(zip(self.raw, self.sources, stats, self.held_out_counts())) if n]
         return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
-    def train_dataset(self, stats: Sequence[RowStats]):
-        """Every record not held out: each source from just after its held-out records, interleaved."""
-        raws = [raw.skip(n) if n else raw for raw, n in zip(self.raw, self.held_out_counts())]
+    def train_dataset(self, stats: Sequence[RowStats], shard: int = 0, num_shards: int = 1):
+        """Every record not held out (of data shard `shard` of `num_shards`: its share, see `deal`): each source
+        from just after its held-out records, interleaved."""
+        raws = [deal(raw.skip(n) if n else raw, shard, num_shards) for raw, n in zip(self.raw, self.held_out_counts())]
         return self._interleave(self._rendered(raws, stats))
 
     def training_documents(self, stats: Sequence[RowStats], limit: int) -> Iterator[str]:

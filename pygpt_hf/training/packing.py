@@ -12,12 +12,18 @@ Two users of the same cut:
   8): a fixed array of blocks plus a numpy PCG64 generator, both saved in the checkpoint. Resume = same
   upstream position + same leftover tokens + same buffer + same generator state.
 - `build_eval_set`, the held-out documents: in order, once, the last block padded (padding never counts).
+
+Data shards (`ShardedStream`): with `--data-shards N` the training documents are dealt to N shards (mixture.deal),
+each its own `TokenStream` with its own buffer and generator, and shard j fills rows [j*B/N, (j+1)*B/N) of every
+global batch of B rows. A process reads only the shards whose rows its devices hold, so a run with the same N
+draws the same batches on 1 process or on N.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -81,14 +87,15 @@ class TokenStream:
     each token its mask bit; rows without one count every token (mask 1). Batches are always (tokens, mask).
     """
 
-    def __init__(self, make_dataset: Callable[[], object], seq_len: int, buffer_size: int, seed: int):
+    def __init__(self, make_dataset: Callable[[], object], seq_len: int, buffer_size: int, seed: int, shard: int = 0):
         self.make_dataset = make_dataset
         self.seq_len = seq_len
         self.block_len = seq_len + 1
         self.buffer = np.zeros((buffer_size, self.block_len), np.int32)
         self.buffer_mask = np.zeros((buffer_size, self.block_len), np.uint8)  # the loss mask of each block
         self.buffer_fill = 0
-        self.rng = np.random.Generator(np.random.PCG64(seed))
+        bits = np.random.PCG64(seed)
+        self.rng = np.random.Generator(bits.jumped(shard) if shard else bits)  # data shard j: its own 2^127-step stretch
         self.carry = np.zeros(0, np.int32)  # tokens read but not yet emitted as a whole block
         self.carry_mask = np.zeros(0, np.uint8)
         self.epoch = 0
@@ -190,3 +197,33 @@ class TokenStream:
         self.blocks_emitted = meta["blocks_emitted"]
         self._resume_state = meta["dataset"]
         self._rows = None
+
+
+class ShardedStream:
+    """The training stream of one process: the data shards it reads, each a `TokenStream`, side by side.
+
+    `make_dataset(j)` gives shard j's documents (tokenized) anew for each epoch. `next_batch` returns this
+    process's rows of the global batch: each shard's B/N rows, in shard order, (grad_accum, rows, T+1).
+    """
+
+    def __init__(self, make_dataset: Callable[[int], object], shards: range, num_shards: int, seq_len: int,
+                 buffer_size: int, seed: int):
+        self.shards, self.num_shards = shards, num_shards
+        per_shard = max(1, -(-buffer_size // num_shards))  # the same blocks in all buffers together
+        self.streams = {j: TokenStream(partial(make_dataset, j), seq_len, per_shard, seed, shard=j) for j in shards}
+
+    def next_batch(self, grad_accum: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, mask) of this process's rows for one optimizer step: (grad_accum, rows, seq_len + 1) each,
+        where `batch_size` is the global batch and rows = batch_size * len(shards) / num_shards."""
+        if batch_size % self.num_shards:
+            raise ValueError(f"--batch-size ({batch_size}) must be divisible by --data-shards ({self.num_shards})")
+        parts = [stream.next_batch(grad_accum, batch_size // self.num_shards) for stream in self.streams.values()]
+        return np.concatenate([t for t, _ in parts], axis=1), np.concatenate([m for _, m in parts], axis=1)
+
+    def state_dict(self) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
+        """{shard: (arrays, metadata)} of every shard this process reads."""
+        return {j: stream.state_dict() for j, stream in self.streams.items()}
+
+    def load_state_dict(self, states: dict[int, tuple[dict[str, np.ndarray], dict]]) -> None:
+        for j, stream in self.streams.items():
+            stream.load_state_dict(*states[j])

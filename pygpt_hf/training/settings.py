@@ -107,6 +107,10 @@ class TrainSettings(DataSettings):
                         "(+ <|endoftext|>) of instruction records", choices=LOSS_ON)
     eval_max_tokens: int = _opt(32768, "evaluate at most this many tokens of the held-out documents")
     shuffle_buffer: int = _opt(1024, "packed blocks held in the seeded shuffle buffer")
+    data_shards: int | None = _opt(
+        None, "deal the training documents to N shards, each read by one process and filling its rows of every "
+        "batch (must divide --batch-size; a multiple of the process count). The same N draws the same batches "
+        "on any number of processes; default: one shard per process")
     vocab_size: int = _opt(1024, "vocabulary size when a tokenizer is trained")
     tokenizer_train_docs: int = _opt(100_000, "train the tokenizer on at most this many training documents")
     # --- model ---
@@ -173,6 +177,11 @@ class TrainSettings(DataSettings):
             raise ValueError(f"--n-embd ({self.n_embd}) must be divisible by --n-head ({self.n_head})")
         if self.vocab_size < 258 and self.tokenizer is None:
             raise ValueError(f"--vocab-size must be at least 258 (256 bytes + 2 special tokens), got {self.vocab_size}")
+        if self.data_shards is not None:
+            _check_positive(self, ("data_shards",))
+            if self.batch_size % self.data_shards:
+                raise ValueError(f"--batch-size ({self.batch_size}) must be divisible by --data-shards "
+                                 f"({self.data_shards}): each shard fills batch-size / data-shards rows of a batch")
         if self.n_positions is not None and self.n_positions < self.seq_len:
             raise ValueError(f"--n-positions ({self.n_positions}) must be >= --seq-len ({self.seq_len})")
         resolve_launch(self)  # the flags and PYGPT_* / JAX_* variables of a multi-process launch

@@ -6,14 +6,20 @@
   by the device count (small leaves stay replicated); XLA gathers a layer's weights when it needs them.
   Same maths, less memory per device.
 - Several processes (hosts, or one process per GPU): `join_processes` calls `jax.distributed.initialize`
-  before anything else touches jax; the mesh then spans every process's devices, each process puts its
-  rows of the global batch on its own devices (`put_global`), and `barrier` waits for all of them with a
-  bounded timeout.
+  before anything else touches jax; the mesh then spans every process's devices, each process reads the
+  data shards whose rows its devices hold (`process_shards`) and puts them there (`put_local`), and
+  `barrier` waits for all of them with a bounded timeout. A process that fails says so through the
+  coordination service's key-value store (`report_failure`); a thread in every other process
+  (`watch_failures`) reads it and stops that process too, even one blocked in a collective.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
+import time
 from collections.abc import Mapping
 
 import jax
@@ -27,6 +33,10 @@ AXIS = "data"
 # How long a process waits at a barrier (a checkpoint's steps) for the others before it gives up, naming itself:
 # long enough for process 0 to write a big model folder.
 BARRIER_TIMEOUT_S = float(os.environ.get("PYGPT_BARRIER_TIMEOUT_S", "900"))
+FAILURE_KEY = "pygpt:failure"  # set in the coordination service's key-value store by a process that failed
+FAILURE_POLL_S = 0.5
+
+
 def join_processes(settings, environ: Mapping[str, str] = os.environ) -> Launch | None:
     """Join the multi-process run `settings` / the environment describe (once; before any other jax work).
 
@@ -48,7 +58,56 @@ def join_processes(settings, environ: Mapping[str, str] = os.environ) -> Launch 
         jax.distributed.initialize()  # jax reads the coordinator, process count and id from the cluster
     else:
         jax.distributed.initialize(launch.coordinator_address, launch.num_processes, launch.process_id)
+    watch_failures()
     return launch
+
+
+_reported = threading.Event()  # this process reported its own failure: its watcher stays quiet
+
+
+def report_failure(message: str) -> None:
+    """Tell the other processes that this one failed, and why: their `watch_failures` threads stop them with
+    this message. Best effort (the process is leaving anyway). The key is stored once the call returns; process 0
+    hosts the coordination service, so it waits two polls for the others to read it before it is gone."""
+    if not jax.distributed.is_initialized():
+        return
+    from jax._src.distributed import global_state
+
+    _reported.set()
+    try:
+        global_state.client.key_value_set(FAILURE_KEY, message)
+        if jax.process_index() == 0:
+            time.sleep(2 * FAILURE_POLL_S)
+    except Exception:  # noqa: BLE001, S110  (the service may be gone already)
+        pass
+
+
+def watch_failures(poll_s: float = FAILURE_POLL_S) -> threading.Thread:
+    """A daemon thread that ends this process (exit code 1) soon after another process reports a failure.
+
+    Why a thread: a process waiting in a collective for a peer that died cannot raise; without this it would
+    wait for jax's heartbeat timeout (100 s), and a peer that left with an ordinary error would not be named.
+    """
+    from jax._src.distributed import global_state
+
+    client, stop = global_state.client, threading.Event()
+    atexit.register(stop.set)  # (registered after jax's own shutdown hook, so it runs before it)
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            try:
+                message = client.key_value_try_get(FAILURE_KEY)
+            except Exception:  # noqa: BLE001, S112  (not set: nobody failed)
+                continue
+            if stop.is_set() or _reported.is_set():
+                return
+            print(f"error: process {jax.process_index()} of {jax.process_count()} stops, since another failed: "
+                  f"{message}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    thread = threading.Thread(target=watch, name="pygpt-failure-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def barrier(name: str, timeout_s: float | None = None) -> None:
@@ -121,17 +180,31 @@ def process_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> 
     return slice(start, stop)
 
 
-def put_global(batch: np.ndarray, sharding: NamedSharding, axis: int = 1) -> jax.Array:
-    """A global batch (every process holds all of it) -> one array on the mesh.
+def process_shards(num_shards: int, sharding: NamedSharding, batch_shape: tuple[int, ...], axis: int = 1) -> range:
+    """The data shards this process reads: shard j fills rows [j*B/N, (j+1)*B/N) of the batch `axis` (B rows,
+    N shards), and a process reads the shards whose rows its devices hold."""
+    processes, rows = jax.process_count(), batch_shape[axis]
+    if num_shards % processes:
+        raise ValueError(f"--data-shards ({num_shards}) must be a multiple of the number of processes ({processes}): "
+                         f"each process reads whole shards")
+    if rows % num_shards:
+        raise ValueError(f"--batch-size ({rows}) must be divisible by the number of data shards ({num_shards})")
+    mine, per_shard = process_rows(sharding, batch_shape, axis), rows // num_shards
+    if mine.start % per_shard or mine.stop % per_shard:
+        raise ValueError(f"this process's devices hold rows {mine.start}:{mine.stop} of the batch, which do not "
+                         f"fall on data-shard boundaries ({per_shard} rows each)")
+    return range(mine.start // per_shard, mine.stop // per_shard)
 
-    Each process hands jax only its own rows along the batch `axis` (`make_array_from_process_local_data`), so
-    nothing crosses between hosts; on a single process this is a `device_put`.
+
+def put_local(rows: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
+    """This process's rows of a global batch -> one array on the mesh.
+
+    `make_array_from_process_local_data`: each process hands jax only the rows it read, so no data crosses
+    between hosts; on a single process (which holds every row) this is a `device_put`.
     """
     if jax.process_count() == 1:
-        return jax.device_put(batch, sharding)
-    rows = process_rows(sharding, batch.shape, axis)
-    local = batch[(slice(None),) * axis + (rows,)]
-    return jax.make_array_from_process_local_data(sharding, local, batch.shape)
+        return jax.device_put(rows, sharding)
+    return jax.make_array_from_process_local_data(sharding, rows, global_shape)
 
 
 def put_tree(tree, shardings):
@@ -145,14 +218,44 @@ def put_tree(tree, shardings):
     return jax.tree_util.tree_map(put, tree, shardings)
 
 
-def to_host(tree):
-    """Every leaf as a whole numpy array on this host (gathering the shards other processes hold, which is a
-    collective: every process must call it)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+_gathers: dict = {}  # compiled "every device gets the whole leaf" functions, by tree structure, shapes, shardings
 
-        tree = multihost_utils.process_allgather(tree, tiled=True)
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+def _gather_key(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((leaf.shape, leaf.dtype, leaf.sharding) for leaf in leaves)
+
+
+def compile_gather(tree) -> None:
+    """Compile, ahead of time, the gather `to_host` does for trees like `tree` (global arrays) in a
+    multi-process run, so that the first checkpoint does not compile inside the training loop."""
+    if jax.process_count() == 1:
+        return
+    replicated = NamedSharding(jax.tree_util.tree_leaves(tree)[0].sharding.mesh, P())
+    out = jax.tree_util.tree_map(lambda _: replicated, tree)
+    _gathers[_gather_key(tree)] = jax.jit(lambda t: t, out_shardings=out).lower(tree).compile()
+
+
+def to_host(tree):
+    """Every leaf as a whole numpy array on this host: a leaf every device holds whole is copied from a local
+    device; the others are gathered from the processes that hold their pieces (a collective: every process
+    must call it, and does so for the same leaves, since shardings are global)."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+    from jax.experimental import multihost_utils
+
+    gather = _gathers.get(_gather_key(tree))
+    if gather is not None:  # compiled by compile_gather: every leaf comes back whole on every device
+        tree = gather(tree)
+
+    def fetch(leaf):
+        if not isinstance(leaf, jax.Array):
+            return np.asarray(leaf)
+        if leaf.is_fully_replicated:
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree_util.tree_map(fetch, tree)
 
 
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
