@@ -183,12 +183,25 @@ class IncrementalDetokenizer:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def push(self, token_id: int) -> str:
-        self.ids.append(int(token_id))
+        return self.push_many([token_id])
+
+    def push_many(self, token_ids: list[int]) -> str:
+        """`push` for several ids that arrived together: one decode for all of them."""
+        self.ids.extend(int(t) for t in token_ids)
         text = self._text()
         if text.endswith("\ufffd"):  # possibly an unfinished character: wait for the next token
             return ""
         piece, self.released = text[self.released:], len(text)
         return piece
+
+    def mark(self) -> tuple[int, int]:
+        """Where the detokenizer stands (for `undo`)."""
+        return len(self.ids), self.released
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Forget what was pushed since `mark`."""
+        del self.ids[mark[0]:]
+        self.released = mark[1]
 
     def flush(self) -> str:
         text = self._text()

@@ -66,3 +66,54 @@ def test_batched_joins_give_every_stream_its_own_greedy_tokens():
     assert engine.joins == 3  # one request, then three in one prefill call, then two in one call
     assert engine.shifts > 0
     assert engine.late_compiles == 0  # warm_up compiled every shape these requests needed
+
+
+class _Cancels:
+    def __init__(self):
+        self.cancelled = 0
+
+    def cancel(self, request):
+        self.cancelled += 1
+
+
+def test_tokens_that_arrive_together_give_the_text_they_give_one_by_one():
+    """The server decodes the K tokens of a decode call at once; the text, the tokens counted, the finish reason
+    and the stop-string cut are what feeding them one at a time gives, however the tokens are grouped."""
+    from pygpt_hf.bpe import train_tokenizer
+    from pygpt_hf.serving.app import Generation, Served
+    from pygpt_hf.serving.engine import Finished
+
+    tokenizer = train_tokenizer(["héllo wörld, 日本 🙂 hello"] * 4, vocab_size=270, show_progress=False)
+    text = "héllo 日本 🙂! STOP here, and more after it 🙂"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    events = [Token(i, 0.0, ()) for i in ids] + [Finished("length")]
+
+    def follow(groups, stops):
+        engine = _Cancels()
+        gen = Generation(Served("m", tokenizer, engine, 128), [1], SamplingParams(max_tokens=len(ids)), stops)
+        deltas = []
+        for group in groups:
+            if gen.finish_reason is None:
+                gen._on_all(group)
+                deltas.append(gen.take_delta())
+        deltas.append(gen.take_delta())
+        return gen.text, len(gen.tokens), gen.finish_reason, engine.cancelled, "".join(deltas)
+
+    rng = np.random.default_rng(0)
+    for stops in ([], ["STOP"], ["🙂"], ["e, a"]):
+        one_by_one = follow([[e] for e in events], stops)
+        assert one_by_one[0] == (text if not stops else text[:text.index(stops[0])])
+        assert one_by_one[4] == one_by_one[0]  # the deltas add up to the text
+        for _ in range(20):
+            cuts = sorted(rng.choice(np.arange(1, len(events)), size=rng.integers(1, 8), replace=False).tolist())
+            groups = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)])]
+            assert follow(groups, stops) == one_by_one, (stops, cuts)
+
+
+def test_the_host_prng_key_is_jaxs():
+    import jax
+
+    from pygpt_hf.serving.engine import _prng_key
+
+    for seed in (0, 1, 5, 2**31 - 1, -1, -5, 2**32 - 1, 2**32 + 3, 2**40 + 7, -(2**31)):
+        np.testing.assert_array_equal(_prng_key(seed), np.asarray(jax.random.PRNGKey(seed)))

@@ -99,13 +99,30 @@ class Generation:
                     continue
                 while not inbox.empty():  # tokens that came together go out together
                     events += inbox.get_nowait()
-                for event in events:
-                    if self.finish_reason is None:
-                        self._on(event)
+                self._on_all(events)
                 yield
         finally:
             if self.finish_reason is None:  # the client went away (or we stopped early): free the slot now
                 self.served.engine.cancel(self.request)
+
+    def _on_all(self, events: list) -> None:
+        """The events that came together. Their tokens are decoded at once (one decode, not one per token); when
+        that text holds a stop string or ends in an unfinished character, they are replayed one by one instead,
+        so the result is always what `_on` gives token by token. (The text released token by token is a
+        prefix of the text of all of them: if this one holds no stop string, none of those did.)"""
+        n = next((i for i, e in enumerate(events) if not isinstance(e, Token)), len(events))
+        if n > 1 and self.finish_reason is None:
+            mark = self.detokenizer.mark()
+            piece = self.detokenizer.push_many([e.id for e in events[:n]])
+            if piece and self.stops.find(self.text + piece, len(self.text)) is None:
+                self.text += piece
+                self.tokens += events[:n]
+                events = events[n:]
+            else:
+                self.detokenizer.undo(mark)
+        for event in events:
+            if self.finish_reason is None:
+                self._on(event)
 
     def _on(self, event) -> None:
         if isinstance(event, Finished):

@@ -600,9 +600,14 @@ def jax_device_get(tree):
 
 
 def _prng_key(seed: int) -> np.ndarray:
+    """`jax.random.PRNGKey(seed)`, computed on the host: the threefry key is the seed's high and low 32 bits
+    (high ones only with jax_enable_x64; otherwise the seed wraps to 32 bits). Calling jax here would dispatch
+    a device op per joining request, on the worker's critical path."""
     import jax
 
-    return np.asarray(jax.random.PRNGKey(seed))
+    seed = int(seed)
+    high = (seed >> 32) & 0xFFFFFFFF if jax.config.jax_enable_x64 else 0
+    return np.array([high, seed & 0xFFFFFFFF], np.uint32)
 
 
 def _is_index(path) -> bool:
