@@ -208,7 +208,7 @@ class ShardedStream:
 
     def __init__(self, make_dataset: Callable[[int], object], shards: range, num_shards: int, seq_len: int,
                  buffer_size: int, seed: int):
-        self.shards, self.num_shards = shards, num_shards
+        self.num_shards = num_shards
         per_shard = max(1, -(-buffer_size // num_shards))  # the same blocks in all buffers together
         self.streams = {j: TokenStream(partial(make_dataset, j), seq_len, per_shard, seed, shard=j) for j in shards}
 

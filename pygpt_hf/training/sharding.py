@@ -187,8 +187,6 @@ def process_shards(num_shards: int, sharding: NamedSharding, batch_shape: tuple[
     if num_shards % processes:
         raise ValueError(f"--data-shards ({num_shards}) must be a multiple of the number of processes ({processes}): "
                          f"each process reads whole shards")
-    if rows % num_shards:
-        raise ValueError(f"--batch-size ({rows}) must be divisible by the number of data shards ({num_shards})")
     mine, per_shard = process_rows(sharding, batch_shape, axis), rows // num_shards
     if mine.start % per_shard or mine.stop % per_shard:
         raise ValueError(f"this process's devices hold rows {mine.start}:{mine.stop} of the batch, which do not "
@@ -229,9 +227,10 @@ def _gather_key(tree):
 def compile_gather(tree) -> None:
     """Compile, ahead of time, the gather `to_host` does for trees like `tree` (global arrays) in a
     multi-process run, so that the first checkpoint does not compile inside the training loop."""
-    if jax.process_count() == 1:
-        return
-    replicated = NamedSharding(jax.tree_util.tree_leaves(tree)[0].sharding.mesh, P())
+    leaves = jax.tree_util.tree_leaves(tree)
+    if jax.process_count() == 1 or all(leaf.is_fully_replicated for leaf in leaves):
+        return  # nothing to gather: to_host copies every leaf from a local device
+    replicated = NamedSharding(leaves[0].sharding.mesh, P())
     out = jax.tree_util.tree_map(lambda _: replicated, tree)
     _gathers[_gather_key(tree)] = jax.jit(lambda t: t, out_shardings=out).lower(tree).compile()
 
