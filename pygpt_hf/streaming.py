@@ -178,8 +178,14 @@ class IncrementalDetokenizer:
         self.tokenizer = tokenizer
         self.ids: list[int] = []
         self.released = 0  # characters of the decoded text already handed out
+        # A fast tokenizer's `decode` is its Rust tokenizer's decode behind Python layers (argument conversion,
+        # special-token lookups) that cost several times the decode itself; a server calls this per chunk of
+        # every stream, so it calls the Rust one directly: the same text (no clean-up, specials skipped).
+        self._backend = tokenizer.backend_tokenizer if getattr(tokenizer, "is_fast", False) else None
 
     def _text(self) -> str:
+        if self._backend is not None:
+            return self._backend.decode(self.ids, skip_special_tokens=True)
         return self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def push(self, token_id: int) -> str:

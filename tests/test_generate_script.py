@@ -159,6 +159,26 @@ def test_detokenizer_prints_only_complete_characters(saved):
     assert "".join(stream_text(iter([104, 105, 256, 0xE6]), tokenizer)) == "hi\ufffd"
 
 
+def test_detokenizer_text_is_decode_for_fast_and_slow_tokenizers(saved):
+    """The fast tokenizer's pieces come from its Rust decoder directly (a server's hot path); for either class,
+    the pieces of any id sequence (special tokens, split characters, merged tokens) join to exactly what
+    `decode(skip_special_tokens=True)` gives, and the two classes agree."""
+    from pygpt_hf import PyGPTTokenizer, PyGPTTokenizerFast
+
+    folder, _, _ = saved
+    rng = np.random.default_rng(0)
+    fast, slow = PyGPTTokenizerFast.from_pretrained(folder), PyGPTTokenizer.from_pretrained(folder)
+    for _ in range(20):
+        ids = rng.integers(0, len(fast), int(rng.integers(1, 30))).tolist()
+        texts = []
+        for tokenizer in (fast, slow):
+            detokenizer = IncrementalDetokenizer(tokenizer)
+            text = "".join(detokenizer.push(i) for i in ids) + detokenizer.flush()
+            assert text == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            texts.append(text)
+        assert texts[0] == texts[1]
+
+
 def test_requests_beyond_the_context_are_refused(saved, greedy):
     with pytest.raises(ValueError, match=r"more than the model's context \(n_positions = 48\)"):
         check_fits(40, 9, 48)

@@ -31,12 +31,13 @@ def with_bos(tokenizer, ids: list[int]) -> list[int]:
     return ([bos] if bos is not None and ids[:1] != [bos] else []) + list(ids)
 
 
-def completion_prompt_ids(tokenizer, prompt: str | list[int]) -> list[int]:
+def completion_prompt_ids(tokenizer, prompt: str | list[int], vocab_size: int | None = None) -> list[int]:
     """A completion prompt: text starts like a training document (after bos); token ids are taken as given
-    (lm-evaluation-harness sends its own tokenization)."""
+    (lm-evaluation-harness sends its own tokenization) and checked against `vocab_size` (default
+    `len(tokenizer)`, which a server computes once: a fast tokenizer rebuilds its vocabulary for it)."""
     if isinstance(prompt, str):
         return with_bos(tokenizer, encode_text(tokenizer, prompt))
-    vocab = len(tokenizer)
+    vocab = len(tokenizer) if vocab_size is None else vocab_size
     bad = [i for i in prompt if not 0 <= i < vocab]
     if bad:
         raise PromptError(f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab - 1})", "prompt")
