@@ -68,6 +68,47 @@ def test_batched_joins_give_every_stream_its_own_greedy_tokens():
     assert engine.late_compiles == 0  # warm_up compiled every shape these requests needed
 
 
+def test_requests_that_fill_the_context_run_to_their_limit():
+    """A request whose prompt plus max_tokens is the whole context (what the API allows at most) runs to its
+    last token with generate's greedy tokens, alone and beside another that joins later: calls are pipelined,
+    so a slot at its limit is still live for the call in flight, and the cache must hold that too (it once
+    ran out of columns and stopped the worker)."""
+    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    engine = FlaxBatchEngine(model, slots=2, steps_per_call=4)
+    engine.warm_up()
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, 256, n).tolist() for n in (2, 1, 9, 5)]
+    got = {i: [] for i in range(len(prompts))}
+    reasons, done = {}, threading.Event()
+
+    def submit(i):
+        def on_events(events):
+            for event in events:
+                if isinstance(event, Token):
+                    got[i].append(event.id)
+                    if i == 2 and len(got[i]) == 5:  # the last one joins while request 2 decodes
+                        submit(3)
+                else:
+                    reasons[i] = event.reason
+                    if i < 2:
+                        submit(i + 1)
+                    if len(reasons) == len(prompts):
+                        done.set()
+
+        params = SamplingParams(32 - len(prompts[i]), temperature=0, ignore_eos=True)
+        engine.submit(Request(prompts[i], params, on_events, eos_token_id=EOS))
+
+    try:
+        submit(0)
+        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons))}"
+    finally:
+        engine.close()
+    for i, ids in enumerate(prompts):
+        out = model.generate(np.asarray([ids], np.int32), max_length=32, do_sample=False, pad_token_id=257)
+        assert got[i] == np.asarray(out.sequences[0, len(ids):]).tolist(), f"request {i}"
+        assert reasons[i] == "length"
+
+
 class _Cancels:
     def __init__(self):
         self.cancelled = 0

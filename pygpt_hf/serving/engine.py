@@ -7,7 +7,7 @@ thread;
 
 `FlaxBatchEngine` is continuous batching over S slots, with the model's own KV cache and no change to it:
 
-    cache:    (S, L, H, D) per layer, one row per slot; ONE write column `pos` shared by all rows
+    cache:    (S, H, L, D) per layer, one row per slot; ONE write column `pos` shared by all rows
               (the model's `cache_index` is a scalar), so every decode step writes every row at column pos.
     slot i:   its tokens sit contiguously in columns [start_i, pos) of row i; the step's attention_mask
               opens exactly those columns (and pos) for row i, and position_ids are pos - start_i, so the row
@@ -56,7 +56,7 @@ import numpy as np
 TOP_LOGPROBS = 5  # the most alternatives per position a request may ask for (OpenAI's completions limit)
 WINDOW_STEP = 64  # decode windows: 32, 64, 96, 128, then multiples of this below n_positions, then the whole cache
 ROW_BUCKETS = (1, 4, 16, 64)  # decode calls run this many rows (the fewest that hold every live slot)
-CACHE_TIME_AXIS = 1  # the model's KV cache keys and values are (batch, time, heads, head_dim)
+CACHE_TIME_AXIS = 2  # the model's KV cache keys and values are (batch, heads, time, head_dim)
 
 
 @dataclass(frozen=True)
@@ -210,8 +210,10 @@ class FlaxBatchEngine(Engine):
     """Continuous batching for a Flax causal LM with `slots` rows; each dispatch runs `steps_per_call` decode
     steps in one jitted `lax.scan` (requests join and leave between calls; a row that finishes mid-call has its
     remaining tokens dropped), so the per-call overhead is paid once per few tokens, as inside `generate`'s own
-    loop. The cache has n_positions + steps_per_call columns: a live slot is always shorter than n_positions, so
-    the shift before a call that would run past the end always frees enough columns."""
+    loop. The cache has n_positions + 2 * steps_per_call columns: calls are pipelined (the next is dispatched
+    before the last one's tokens are read), so a slot that has in fact reached its limit may still be live for
+    one call in flight and the one being dispatched; its span is then under n_positions + 2K, and the shift
+    before a call that would run past the end always frees enough columns."""
 
     def __init__(self, model, params=None, slots: int = 16, steps_per_call: int = 8):
         import jax
@@ -228,7 +230,7 @@ class FlaxBatchEngine(Engine):
         self.n_positions = context_length(model.config)
         self.slots = slots
         self.steps_per_call = steps_per_call
-        self.cache_len = self.n_positions + steps_per_call
+        self.cache_len = self.n_positions + 2 * steps_per_call
         self.windows = decode_windows(self.n_positions, self.cache_len)
         self.row_buckets = sorted({b for b in ROW_BUCKETS if b < slots} | {slots})  # rows of a decode or join call
         self.prompt_buckets = sorted({bucket_length(n, self.cache_len) for n in range(1, self.n_positions)})
@@ -314,10 +316,11 @@ class FlaxBatchEngine(Engine):
         first_keys = jax.vmap(jax.random.fold_in)(keys, jnp.zeros((R,), jnp.uint32))
         picked = pick_tokens(out.logits[:, -1], first_keys, temperature, top_k, top_p, jnp.ones((R,), bool),
                              TOP_LOGPROBS)
-        where = (rows[:, None], col + cols)  # (R, 1) rows x (1, Tb) columns of the (S, L, H, D) cache
+        # (R, 1) rows x (1, Tb) columns of the (S, H, L, D) cache; indices split by a slice index (R, Tb, H, D)
+        where = (rows[:, None], slice(None), col + cols)
 
-        def put(path, big, small):
-            return big if _is_index(path) else big.at[where].set(small.astype(big.dtype), mode="drop")
+        def put(path, big, small):  # small: (R, H, Tb, D)
+            return big if _is_index(path) else big.at[where].set(small.transpose(0, 2, 1, 3).astype(big.dtype), mode="drop")
 
         cache = jax.tree_util.tree_map_with_path(put, cache, out.past_key_values)
         tokens = tokens.at[rows].set(picked[0], mode="drop")
