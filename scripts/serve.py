@@ -12,6 +12,7 @@ otherwise. Exit codes: 0 stopped (Ctrl-C), 1 bad arguments or model.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -88,13 +89,22 @@ def main(argv=None) -> int:
         await server.serve()
         task.cancel()
 
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again; as Ctrl-C, so that the engine closes and
+    # logs below instead of the process dying with the signal.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
     finally:
         served.engine.close()
+        if summary := served.engine.summary():
+            print(summary, file=sys.stderr, flush=True)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -404,3 +404,33 @@ def test_serve_script_says_how_to_train_when_the_model_is_missing(tmp_path, monk
     assert module.main([]) == 1  # default --model runs/pygpt, not there
     err = capsys.readouterr().err
     assert "runs/pygpt" in err and "scripts/train.py" in err
+
+
+def test_serve_script_stops_cleanly_on_sigterm_and_logs_what_the_engine_did(folder):
+    """`kill` (a service manager's stop) shuts the server down like Ctrl-C: exit status 0, the engine closed,
+    and its summary line (decode calls, rows in use, the worker's time) in the log."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import SCRIPTS
+
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "serve.py"), "--model", str(folder), "--port", "0", "--no-page",
+         "--no-warm-up", "--served-model-name", NAME], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(SCRIPTS.parent)})
+    try:
+        url = next(line.split()[1] for line in process.stdout if line.startswith("API:"))
+        body = {"model": NAME, "prompt": "the", "max_tokens": 5, "temperature": 0, "ignore_eos": True}
+        answer = httpx.post(url + "/completions", json=body, timeout=120).json()
+        assert answer["usage"]["completion_tokens"] == 5, json.dumps(answer)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    log = process.stderr.read()
+    assert "Traceback" not in log, log
+    summary = next(line for line in log.splitlines() if line.startswith("engine:"))
+    assert "decode calls" in summary and "rows in use" in summary, summary

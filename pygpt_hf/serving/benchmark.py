@@ -62,9 +62,14 @@ class _Server:
         self.log.seek(0)
         raise RuntimeError(f"scripts/serve.py exited ({self.process.wait()}) before it was ready:\n{self.log.read()}")
 
-    def stop(self):
+    def stop(self, label: str = ""):
+        """Stop it; print its engine's shutdown line (calls, rows in use, the worker's time) under `label`."""
         self.process.terminate()
         self.process.wait(timeout=30)
+        self.log.seek(0)
+        for line in self.log:
+            if line.startswith("engine:") and label:
+                print(f"  {label}: {line.strip()}", flush=True)
         self.log.close()
 
 
@@ -158,8 +163,8 @@ def run(args) -> None:
                             for record in records:
                                 texts.setdefault((label, record["prompt"]), record["text"])
             finally:
-                for server in servers.values():
-                    server.stop()
+                for label, server in servers.items():
+                    server.stop(label)
         _report(runs, texts, statistics.median(ceiling), max(args.clients))
 
 

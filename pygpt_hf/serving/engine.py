@@ -145,6 +145,10 @@ class Engine:
     def _run(self) -> None:
         raise NotImplementedError
 
+    def summary(self) -> str | None:
+        """A line for the server's log at shutdown (what the worker did), where the engine keeps one."""
+        return None
+
     def _in_flight(self) -> list:
         """The requests the worker holds outside its inbox (to fail them if it stops)."""
         return []
@@ -243,6 +247,7 @@ class FlaxBatchEngine(Engine):
         self.rows: list[_Slot | None] = [None] * slots
         self.waiting: deque[Request] = deque()
         self.steps = 0  # decode steps run (for tests and logs)
+        self.row_steps = 0  # decode steps x rows in use at the time (the batch the server actually ran)
         self.shifts = 0
         self.joins = 0  # prefill calls (each joins every request that waits, up to the free rows)
         self.late_compiles = 0  # shapes first run while serving (each compiled there; warm_up() makes this 0)
@@ -422,6 +427,15 @@ class FlaxBatchEngine(Engine):
             list(pool.map(lambda x: x.compile(), lowered))
         self.compiled = (len(lowered), time.perf_counter() - start)
 
+    def summary(self) -> str:
+        """What the worker did, for the server's log at shutdown: calls, the rows they ran, where its time went."""
+        calls = self.steps // self.steps_per_call
+        rows = self.row_steps / self.steps if self.steps else 0.0
+        times = ", ".join(f"{name} {seconds:.2f} s" for name, (_, seconds) in sorted(self.timings.items()))
+        return (f"engine: {calls} decode calls of {self.steps_per_call} steps ({rows:.1f} of {self.slots} rows in use "
+                f"on average), {self.joins} prefill calls, {self.shifts} cache shifts, {self.late_compiles} late "
+                f"compiles; worker time: {times or 'none'}")
+
     def _timed(self, name: str):
         return _Timer(self.timings, name)
 
@@ -541,6 +555,7 @@ class FlaxBatchEngine(Engine):
                 *self._device_settings(), window=window, rows=rows)
         self.pos += K
         self.steps += K
+        self.row_steps += K * sum(slot is not None for slot in self.rows)
         return outputs, list(self.rows[:rows])
 
     def _deliver(self, outputs, rows_then) -> None:
