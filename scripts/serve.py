@@ -28,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
     parser.add_argument("--max-batch", type=int, default=16,
                         help="Flax: requests decoded together in one step (default 16; 1 = one at a time)")
+    parser.add_argument("--engines", type=int, default=1,
+                        help="Flax: batch engines the --max-batch rows are split over, each running its calls "
+                             "on its own thread (default 1; 2 on a 2-core machine for a small model)")
     parser.add_argument("--steps-per-call", type=int, default=8,
                         help="Flax: decode steps run per jitted call (default 8; tokens stream in groups of this size)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
@@ -39,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.max_batch < 1:
         parser.error(f"--max-batch must be at least 1, got {args.max_batch}")
+    if not 1 <= args.engines <= args.max_batch:
+        parser.error(f"--engines must be between 1 and --max-batch ({args.max_batch}), got {args.engines}")
     if args.steps_per_call < 1:
         parser.error(f"--steps-per-call must be at least 1, got {args.steps_per_call}")
     return args
@@ -65,7 +70,7 @@ def main(argv=None) -> int:
     print(f"loading {args.model} ({args.framework}) ...", file=sys.stderr, flush=True)
     try:
         served = load_served(args.model, args.framework, args.served_model_name, slots=args.max_batch,
-                             steps_per_call=args.steps_per_call, warm_up=args.warm_up,
+                             steps_per_call=args.steps_per_call, warm_up=args.warm_up, engines=args.engines,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
     except LoadError as err:
         print(f"error: {err}", file=sys.stderr)

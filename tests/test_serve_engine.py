@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-from pygpt_hf.serving.engine import FlaxBatchEngine, Request, SamplingParams, Token
+from pygpt_hf.serving.engine import EnginePool, FlaxBatchEngine, Request, SamplingParams, Token
 
 EOS = 256
 
@@ -107,6 +107,46 @@ def test_requests_that_fill_the_context_run_to_their_limit():
         out = model.generate(np.asarray([ids], np.int32), max_length=32, do_sample=False, pad_token_id=257)
         assert got[i] == np.asarray(out.sequences[0, len(ids):]).tolist(), f"request {i}"
         assert reasons[i] == "length"
+
+
+def test_a_pool_of_engines_shares_the_requests_and_keeps_every_stream_greedy():
+    """Two engines of two rows behind one submit: six requests spread over both (the one holding fewer takes
+    the next), each gets generate's greedy tokens, and a cancelled one frees its row in whichever engine runs it."""
+    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    pool = EnginePool([FlaxBatchEngine(model, slots=2, steps_per_call=4) for _ in range(2)])
+    pool.warm_up()
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, 256, n).tolist() for n in (3, 8, 5, 12, 2, 6)]
+    max_tokens = [10, 4, 14, 8, 12, 6]
+    got = {i: [] for i in [*range(len(prompts)), "endless"]}
+    reasons, done = {}, threading.Event()
+
+    def on(i):
+        def on_events(events):
+            for event in events:
+                if isinstance(event, Token):
+                    got[i].append(event.id)
+                else:
+                    reasons[i] = event.reason
+                    if len(reasons) == len(prompts) + 1:
+                        done.set()
+        return on_events
+
+    try:
+        for i, ids in enumerate(prompts):
+            pool.submit(Request(ids, SamplingParams(max_tokens[i], temperature=0), on(i), eos_token_id=EOS))
+        endless = Request([1, 2, 3], SamplingParams(28, temperature=0, ignore_eos=True), on("endless"))
+        pool.submit(endless)
+        pool.cancel(endless)
+        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons), key=str)}"
+    finally:
+        pool.close()
+    for i, ids in enumerate(prompts):
+        assert got[i] == generate_greedy(model, ids, max_tokens[i]), f"request {i}"
+    assert reasons["endless"] == "cancelled" and len(got["endless"]) < 28
+    assert all(engine.steps > 0 for engine in pool.engines)  # both engines decoded
+    assert pool._held == [0, 0]  # every request counted out again when it finished
+    assert len(pool.summary().splitlines()) == 2
 
 
 class _Cancels:

@@ -36,6 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians are printed)")
     parser.add_argument("--steps-per-call", type=int, default=8, help="scripts/serve.py --steps-per-call")
+    parser.add_argument("--engines", type=int, default=1, help="scripts/serve.py --engines, for the batched server")
 
 
 def _percentile(values, q):
@@ -46,9 +47,10 @@ def _percentile(values, q):
 class _Server:
     """scripts/serve.py on `folder`, in a subprocess on a free loopback port."""
 
-    def __init__(self, folder: str, max_batch: int, steps_per_call: int):
+    def __init__(self, folder: str, max_batch: int, steps_per_call: int, engines: int = 1):
         command = [sys.executable, str(ROOT / "scripts" / "serve.py"), "--model", folder, "--port", "0", "--no-page",
-                   "--served-model-name", "bench", "--max-batch", str(max_batch), "--steps-per-call", str(steps_per_call)]
+                   "--served-model-name", "bench", "--max-batch", str(max_batch), "--steps-per-call", str(steps_per_call),
+                   "--engines", str(engines)]
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115  its stderr (the warm-up line, or why it failed), closed in stop()
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -57,7 +59,8 @@ class _Server:
                 self.url = line.split()[1].removesuffix("/v1")
                 self.log.seek(0)
                 warm = [line.split(" (")[0] for line in self.log if line.startswith("compiled ")]
-                print(f"  server --max-batch {max_batch}: {warm[0] if warm else 'no warm-up line'}", flush=True)
+                print(f"  server --max-batch {max_batch} --engines {engines}: {warm[0] if warm else 'no warm-up line'}",
+                      flush=True)
                 return
         self.log.seek(0)
         raise RuntimeError(f"scripts/serve.py exited ({self.process.wait()}) before it was ready:\n{self.log.read()}")
@@ -146,7 +149,7 @@ def run(args) -> None:
         with tempfile.TemporaryDirectory(prefix="pygpt-serve-bench-") as folder:
             model.save_pretrained(folder)
             train_tokenizer(lines[:4000], vocab_size=shape["vocab_size"], show_progress=False).save_pretrained(folder)
-            servers = {"batched": _Server(folder, 16, args.steps_per_call),
+            servers = {"batched": _Server(folder, 16, args.steps_per_call, args.engines),
                        "one-at-a-time": _Server(folder, 1, args.steps_per_call)}
             try:
                 for label, server in servers.items():  # compile and warm up

@@ -36,8 +36,11 @@ COMPILE_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser
 
 
 def load_served(model: str, framework: str = "flax", served_model_name: str | None = None, slots: int = 16,
-                steps_per_call: int = 8, warm_up: bool = False, log=None) -> Served:
+                steps_per_call: int = 8, warm_up: bool = False, log=None, engines: int = 1) -> Served:
     """Config, tokenizer and weights of `model`, and the engine started on them.
+
+    Flax: `slots` rows decoded together, split over `engines` batch engines that run side by side
+    (`EnginePool`; 1 = one engine).
 
     `warm_up` (Flax) compiles every shape a request can need before returning, so no request waits for a
     compile under load; compiled programs are kept in jax's persistent cache (COMPILE_CACHE unless
@@ -48,7 +51,10 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
     import pygpt_hf  # noqa: F401  registers PyGPT with the Auto classes
 
     from ..streaming import context_length
-    from .engine import FlaxBatchEngine, TorchEngine
+    from .engine import EnginePool, FlaxBatchEngine, TorchEngine
+
+    if not 1 <= engines <= slots:
+        raise LoadError(f"--engines must be between 1 and --max-batch ({slots}), got {engines}")
 
     location = check_model_location(model)
     try:
@@ -70,11 +76,13 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
         else:
             from transformers import FlaxAutoModelForCausalLM
 
-            engine = FlaxBatchEngine(FlaxAutoModelForCausalLM.from_pretrained(location), slots=slots,
-                                     steps_per_call=steps_per_call)
+            flax_model = FlaxAutoModelForCausalLM.from_pretrained(location)
+            sizes = [slots // engines + (i < slots % engines) for i in range(engines)]  # rows of each engine
+            pool = [FlaxBatchEngine(flax_model, slots=n, steps_per_call=steps_per_call) for n in sizes]
+            engine = pool[0] if engines == 1 else EnginePool(pool)
     except (OSError, ValueError) as err:
         raise LoadError(f"--model {model}: cannot load the weights: {err}") from err
-    if warm_up and isinstance(engine, FlaxBatchEngine):
+    if warm_up and isinstance(engine, (FlaxBatchEngine, EnginePool)):
         import jax
 
         if not jax.config.jax_compilation_cache_dir:
