@@ -227,8 +227,12 @@ def save_checkpoint(
         save_file(local_pieces(params), os.path.join(state_dir, f"params-{index}.safetensors"))
         save_file(local_pieces(opt_state), os.path.join(state_dir, f"opt_state-{index}.safetensors"))
     model_params = to_host(params)  # a collective when several processes hold the parameters
-    if hooks is not None:
-        hooks.kill_if_due(step)  # test hook: die the hardest way, halfway through a checkpoint (in every process)
+    if hooks is not None and hooks.kill_at_step == step:  # test hook: die the hardest way, halfway through
+        # a checkpoint, in every process. All of them leave the gather above first: one that died with a
+        # collective's bytes still unread would make a peer's pending read fail (connection reset) before
+        # that peer reached its own kill.
+        barrier(f"checkpoint-{step}-kill")
+        hooks.kill_if_due(step)
 
     if lead:
         # config, generation config, weights (sharded above MAX_SHARD_SIZE), remote code
