@@ -46,6 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--engines must be between 1 and --max-batch ({args.max_batch}), got {args.engines}")
     if args.steps_per_call < 1:
         parser.error(f"--steps-per-call must be at least 1, got {args.steps_per_call}")
+    if args.framework == "torch":  # the twin serves one request at a time through generate: say so, never ignore
+        flax_only = [f"--{name.replace('_', '-')}" for name in ("max_batch", "engines", "steps_per_call")
+                     if getattr(args, name) != parser.get_default(name)]
+        if flax_only:
+            parser.error(f"{', '.join(flax_only)}: Flax options (--framework torch serves one request at a time)")
     return args
 
 

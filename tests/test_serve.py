@@ -436,9 +436,12 @@ def test_serve_script_stops_cleanly_on_sigterm_and_logs_what_the_engine_did(fold
     assert "decode calls" in summary and "rows in use" in summary, summary
 
 
-def test_serve_script_refuses_more_engines_than_slots(capsys):
+def test_serve_script_refuses_more_engines_than_slots_and_flax_options_for_torch(capsys):
     module = load_script("serve")
     with pytest.raises(SystemExit):
         module.parse_args(["--max-batch", "4", "--engines", "5"])
     assert "--engines must be between 1 and --max-batch (4), got 5" in capsys.readouterr().err
     assert module.parse_args(["--max-batch", "4", "--engines", "2"]).engines == 2
+    with pytest.raises(SystemExit):
+        module.parse_args(["--framework", "torch", "--engines", "2"])
+    assert "--engines: Flax options (--framework torch serves one request at a time)" in capsys.readouterr().err

@@ -664,9 +664,6 @@ class EnginePool:
         self._lock = threading.Lock()
         self._next_score = 0
 
-    def __getattr__(self, name):  # what the engines share (n_positions, windows, buckets, ...): the first's
-        return getattr(self.__dict__["engines"][0], name)
-
     def start(self) -> EnginePool:
         for engine in self.engines:
             engine.start()

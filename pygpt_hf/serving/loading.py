@@ -89,9 +89,11 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
             jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         shapes, seconds = engine.warm_up()
+        first = pool[0]  # every engine of a pool compiles the same kinds of shapes
         if log is not None:
-            log(f"compiled {shapes} shapes in {seconds:.1f} s (decode: rows {engine.row_buckets} x cache windows "
-                f"{engine.windows}; prefill: rows x prompt lengths {engine.prompt_buckets}; cache: "
+            log(f"compiled {shapes} shapes in {seconds:.1f} s (decode: rows {first.row_buckets} x cache windows "
+                f"{first.windows}; prefill: rows x prompt lengths {first.prompt_buckets}"
+                f"{f', in each of {engines} engines' if engines > 1 else ''}; cache: "
                 f"{jax.config.jax_compilation_cache_dir})")
     else:
         engine.start()
