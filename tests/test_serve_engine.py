@@ -21,48 +21,73 @@ def generate_greedy(model, ids, max_new_tokens):
     return new[:new.index(EOS) + 1] if EOS in new else new
 
 
+def tiny_model():
+    return FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+
+
+class Streams:
+    """Each request's tokens and finish reason, by key; `done` is set once `expected` requests have finished.
+    `then(key, event)` runs after each event on the worker's thread (to submit more requests from there)."""
+
+    def __init__(self, expected: int, then=lambda key, event: None):
+        self.expected, self.then = expected, then
+        self.got, self.reasons, self.done = {}, {}, threading.Event()
+
+    def on(self, key):
+        self.got[key] = []
+
+        def on_events(events):
+            for event in events:
+                if isinstance(event, Token):
+                    self.got[key].append(event.id)
+                else:
+                    self.reasons[key] = event.reason
+                self.then(key, event)
+                if len(self.reasons) == self.expected:
+                    self.done.set()
+        return on_events
+
+    def wait(self):
+        assert self.done.wait(120), f"requests still running: {sorted(set(self.got) - set(self.reasons), key=str)}"
+
+
 def test_batched_joins_give_every_stream_its_own_greedy_tokens():
     """Three prompts of different lengths join in one prefill call (left-padded to one bucket); when the first
     finishes, two more join in one call while the others decode, and the shared write position wraps
     (a 32-token context). Requests submitted from a callback (the worker's thread) all wait in the inbox
     together, so the joins are deterministic."""
-    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    model = tiny_model()
     rng = np.random.default_rng(0)
     lengths = [3, 17, 9, 12, 20, 4]
     max_tokens = [6, 12, 14, 15, 10, 1]
     prompts = [rng.integers(0, 256, n).tolist() for n in lengths]
     engine = FlaxBatchEngine(model, slots=4, steps_per_call=4)
     engine.warm_up()
-    got = {i: [] for i in range(len(prompts))}
-    reasons, done = {}, threading.Event()
+
+    def then(i, event):
+        if isinstance(event, Token):
+            return
+        if i == 5:  # a first request alone; then three at once
+            for j in range(3):
+                submit(j)
+        if i == 0:  # two join (rows 0 and 3) while requests 1 and 2 decode
+            submit(3)
+            submit(4)
+
+    streams = Streams(len(prompts), then)
 
     def submit(i):
-        def on_events(events):
-            for event in events:
-                if isinstance(event, Token):
-                    got[i].append(event.id)
-                else:
-                    reasons[i] = event.reason
-                    if i == 5:  # a first request alone; then three at once
-                        for j in range(3):
-                            submit(j)
-                    if i == 0:  # two join (rows 0 and 3) while requests 1 and 2 decode
-                        submit(3)
-                        submit(4)
-                    if len(reasons) == len(prompts):
-                        done.set()
-
-        engine.submit(Request(prompts[i], SamplingParams(max_tokens[i], temperature=0), on_events, eos_token_id=EOS))
+        engine.submit(Request(prompts[i], SamplingParams(max_tokens[i], temperature=0), streams.on(i), eos_token_id=EOS))
 
     try:
         submit(5)
-        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons))}"
+        streams.wait()
     finally:
         engine.close()
     for i, ids in enumerate(prompts):
         expected = generate_greedy(model, ids, max_tokens[i])
-        assert got[i] == expected, f"request {i} (prompt of {lengths[i]} tokens)"
-        assert reasons[i] == ("eos" if expected[-1] == EOS else "length")
+        assert streams.got[i] == expected, f"request {i} (prompt of {lengths[i]} tokens)"
+        assert streams.reasons[i] == ("eos" if expected[-1] == EOS else "length")
     assert engine.joins == 3  # one request, then three in one prefill call, then two in one call
     assert engine.shifts > 0
     assert engine.late_compiles == 0  # warm_up compiled every shape these requests needed
@@ -73,77 +98,59 @@ def test_requests_that_fill_the_context_run_to_their_limit():
     last token with generate's greedy tokens, alone and beside another that joins later: calls are pipelined,
     so a slot at its limit is still live for the call in flight, and the cache must hold that too (it once
     ran out of columns and stopped the worker)."""
-    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    model = tiny_model()
     engine = FlaxBatchEngine(model, slots=2, steps_per_call=4)
     engine.warm_up()
     rng = np.random.default_rng(1)
     prompts = [rng.integers(0, 256, n).tolist() for n in (2, 1, 9, 5)]
-    got = {i: [] for i in range(len(prompts))}
-    reasons, done = {}, threading.Event()
+
+    def then(i, event):
+        if isinstance(event, Token):
+            if i == 2 and len(streams.got[i]) == 5:  # the last one joins while request 2 decodes
+                submit(3)
+        elif i < 2:
+            submit(i + 1)
+
+    streams = Streams(len(prompts), then)
 
     def submit(i):
-        def on_events(events):
-            for event in events:
-                if isinstance(event, Token):
-                    got[i].append(event.id)
-                    if i == 2 and len(got[i]) == 5:  # the last one joins while request 2 decodes
-                        submit(3)
-                else:
-                    reasons[i] = event.reason
-                    if i < 2:
-                        submit(i + 1)
-                    if len(reasons) == len(prompts):
-                        done.set()
-
         params = SamplingParams(32 - len(prompts[i]), temperature=0, ignore_eos=True)
-        engine.submit(Request(prompts[i], params, on_events, eos_token_id=EOS))
+        engine.submit(Request(prompts[i], params, streams.on(i), eos_token_id=EOS))
 
     try:
         submit(0)
-        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons))}"
+        streams.wait()
     finally:
         engine.close()
     for i, ids in enumerate(prompts):
         out = model.generate(np.asarray([ids], np.int32), max_length=32, do_sample=False, pad_token_id=257)
-        assert got[i] == np.asarray(out.sequences[0, len(ids):]).tolist(), f"request {i}"
-        assert reasons[i] == "length"
+        assert streams.got[i] == np.asarray(out.sequences[0, len(ids):]).tolist(), f"request {i}"
+        assert streams.reasons[i] == "length"
 
 
 def test_a_pool_of_engines_shares_the_requests_and_keeps_every_stream_greedy():
     """Two engines of two rows behind one submit: six requests spread over both (the one holding fewer takes
     the next), each gets generate's greedy tokens, and a cancelled one frees its row in whichever engine runs it."""
-    model = FlaxPyGPTForCausalLM(PyGPTConfig(vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2), seed=3)
+    model = tiny_model()
     pool = EnginePool([FlaxBatchEngine(model, slots=2, steps_per_call=4) for _ in range(2)])
     pool.warm_up()
     rng = np.random.default_rng(2)
     prompts = [rng.integers(0, 256, n).tolist() for n in (3, 8, 5, 12, 2, 6)]
     max_tokens = [10, 4, 14, 8, 12, 6]
-    got = {i: [] for i in [*range(len(prompts)), "endless"]}
-    reasons, done = {}, threading.Event()
-
-    def on(i):
-        def on_events(events):
-            for event in events:
-                if isinstance(event, Token):
-                    got[i].append(event.id)
-                else:
-                    reasons[i] = event.reason
-                    if len(reasons) == len(prompts) + 1:
-                        done.set()
-        return on_events
+    streams = Streams(len(prompts) + 1)
 
     try:
         for i, ids in enumerate(prompts):
-            pool.submit(Request(ids, SamplingParams(max_tokens[i], temperature=0), on(i), eos_token_id=EOS))
-        endless = Request([1, 2, 3], SamplingParams(28, temperature=0, ignore_eos=True), on("endless"))
+            pool.submit(Request(ids, SamplingParams(max_tokens[i], temperature=0), streams.on(i), eos_token_id=EOS))
+        endless = Request([1, 2, 3], SamplingParams(28, temperature=0, ignore_eos=True), streams.on("endless"))
         pool.submit(endless)
         pool.cancel(endless)
-        assert done.wait(120), f"requests still running: {sorted(set(got) - set(reasons), key=str)}"
+        streams.wait()
     finally:
         pool.close()
     for i, ids in enumerate(prompts):
-        assert got[i] == generate_greedy(model, ids, max_tokens[i]), f"request {i}"
-    assert reasons["endless"] == "cancelled" and len(got["endless"]) < 28
+        assert streams.got[i] == generate_greedy(model, ids, max_tokens[i]), f"request {i}"
+    assert streams.reasons["endless"] == "cancelled" and len(streams.got["endless"]) < 28
     assert all(engine.steps > 0 for engine in pool.engines)  # both engines decoded
     assert pool._held == [0, 0]  # every request counted out again when it finished
     assert len(pool.summary().splitlines()) == 2

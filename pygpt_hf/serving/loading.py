@@ -82,7 +82,7 @@ def load_served(model: str, framework: str = "flax", served_model_name: str | No
             engine = pool[0] if engines == 1 else EnginePool(pool)
     except (OSError, ValueError) as err:
         raise LoadError(f"--model {model}: cannot load the weights: {err}") from err
-    if warm_up and isinstance(engine, (FlaxBatchEngine, EnginePool)):
+    if warm_up and framework != "torch":  # `pool`: the Flax engines built above
         import jax
 
         if not jax.config.jax_compilation_cache_dir:
