@@ -67,7 +67,8 @@ _reported = threading.Event()  # this process reported its own failure: its watc
 
 def report_failure(message: str) -> None:
     """Tell the other processes that this one failed, and why: their `watch_failures` threads stop them with
-    this message. Best effort (the process is leaving anyway). The key is stored once the call returns; process 0
+    this message; if a peer reported first, this process names that failure as the cause instead. Best effort
+    (the process is leaving anyway). The key is stored once the call returns; process 0
     hosts the coordination service, so it waits two polls for the others to read it before it is gone."""
     if not jax.distributed.is_initialized():
         return
@@ -75,11 +76,28 @@ def report_failure(message: str) -> None:
 
     _reported.set()
     try:
-        global_state.client.key_value_set(FAILURE_KEY, message)
+        earlier = _peer_failure(global_state.client)
+        if earlier is not None:  # a peer failed first (its exit can break this one's collective): that is the cause
+            _print_stop(earlier)
+        else:
+            global_state.client.key_value_set(FAILURE_KEY, message)
         if jax.process_index() == 0:
             time.sleep(2 * FAILURE_POLL_S)
     except Exception:  # noqa: BLE001, S110  (the service may be gone already)
         pass
+
+
+def _peer_failure(client) -> str | None:
+    """The failure another process reported, if any."""
+    try:
+        return client.key_value_try_get(FAILURE_KEY)
+    except Exception:  # noqa: BLE001  (not set: nobody failed)
+        return None
+
+
+def _print_stop(message: str) -> None:
+    print(f"error: process {jax.process_index()} of {jax.process_count()} stops, since another failed: {message}",
+          file=sys.stderr, flush=True)
 
 
 def watch_failures(poll_s: float = FAILURE_POLL_S) -> threading.Thread:
@@ -95,14 +113,12 @@ def watch_failures(poll_s: float = FAILURE_POLL_S) -> threading.Thread:
 
     def watch() -> None:
         while not stop.wait(poll_s):
-            try:
-                message = client.key_value_try_get(FAILURE_KEY)
-            except Exception:  # noqa: BLE001, S112  (not set: nobody failed)
+            message = _peer_failure(client)
+            if message is None:
                 continue
             if stop.is_set() or _reported.is_set():
                 return
-            print(f"error: process {jax.process_index()} of {jax.process_count()} stops, since another failed: "
-                  f"{message}", file=sys.stderr, flush=True)
+            _print_stop(message)
             os._exit(1)
 
     thread = threading.Thread(target=watch, name="pygpt-failure-watch", daemon=True)
