@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import time
 
 import jax
 import numpy as np
@@ -230,8 +231,11 @@ def save_checkpoint(
     if hooks is not None and hooks.kill_at_step == step:  # test hook: die the hardest way, halfway through
         # a checkpoint, in every process. All of them leave the gather above first: one that died with a
         # collective's bytes still unread would make a peer's pending read fail (connection reset) before
-        # that peer reached its own kill.
+        # that peer reached its own kill. Process 0 hosts the coordination service, so it dies last: the
+        # others must hear that the barrier is done before the service is gone.
         barrier(f"checkpoint-{step}-kill")
+        if lead and count > 1:
+            time.sleep(1.0)
         hooks.kill_if_due(step)
 
     if lead:
