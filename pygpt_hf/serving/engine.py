@@ -277,9 +277,11 @@ class FlaxBatchEngine(Engine):
         def sliced(path, x):
             return x if _is_index(path) else jax.lax.dynamic_slice_in_dim(x[:rows], window_start, window, axis=CACHE_TIME_AXIS)
 
-        def put_back(path, big, small):
-            return big if _is_index(path) else jax.lax.dynamic_update_slice_in_dim(big, small, window_start,
-                                                                                      axis=CACHE_TIME_AXIS)
+        def put_back(path, big, small):  # only the K columns the steps wrote: the rest of the window is unchanged
+            if _is_index(path):
+                return big
+            written = jax.lax.dynamic_slice_in_dim(small, pos - window_start, self.steps_per_call, axis=CACHE_TIME_AXIS)
+            return jax.lax.dynamic_update_slice_in_dim(big, written, pos, axis=CACHE_TIME_AXIS)
 
         full_tokens, full_counters = tokens, counters
         tokens, counters, live, keys = tokens[:rows], counters[:rows], live[:rows], keys[:rows]
