@@ -266,7 +266,7 @@ class FlaxBatchEngine(Engine):
 
         The steps run on a window of the cache: its first `rows` rows (every live slot: joins take the lowest
         free row) and `window` columns from `window_start` (every live token and the K new columns), copied out
-        once and back once, so a step costs what the live slots need rather than the whole cache; both sizes
+        once (and only its K new columns written back), so a step costs what the live slots need rather than the whole cache; both sizes
         are rounded up (ROW_BUCKETS, `decode_windows`), so it compiles a few times (all in `warm_up`).
         """
         import jax
