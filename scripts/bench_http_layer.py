@@ -95,18 +95,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve)
-    import numpy as np
-
-    from pygpt_hf.bpe import train_tokenizer
-    from pygpt_hf.documents import embedded_corpus_path
-    from pygpt_hf.serving.benchmark import _load
+    from pygpt_hf.serving.benchmark import SHAPES, _load, bench_prompts, save_bench_tokenizer
 
     roots = {"this checkout": ROOT} | ({"--against": Path(args.against).resolve()} if args.against else {})
-    lines = [line for line in Path(embedded_corpus_path()).read_text(encoding="utf-8").splitlines() if line.strip()]
-    rng = np.random.default_rng(0)
-    prompts = [[256] + rng.integers(258, 1024, 15).tolist() for _ in range(16)]
+    vocab_size = SHAPES["default"]["vocab_size"]
+    prompts = bench_prompts(vocab_size, 16)
     with tempfile.TemporaryDirectory(prefix="pygpt-http-bench-") as folder:
-        train_tokenizer(lines[:4000], vocab_size=1024, show_progress=False).save_pretrained(folder)
+        save_bench_tokenizer(folder, vocab_size)
         servers, urls = {}, {}
         try:
             for name, root in roots.items():

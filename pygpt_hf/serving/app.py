@@ -122,12 +122,12 @@ class Generation:
         """Runs the request; yields after each batch of new tokens (the caller streams `take_delta()`)."""
         loop = asyncio.get_running_loop()
         arrived: list = []  # events handed over by the worker, not yet taken (loop thread only)
-        waiter: list[asyncio.Future | None] = [None]
+        waiter: asyncio.Future | None = None  # what the loop below awaits while nothing has arrived
 
         def arrive(events: list) -> None:  # on the loop, called soon after the worker's callback
             arrived.extend(events)
-            if waiter[0] is not None:
-                _wake(waiter[0])
+            if waiter is not None:
+                _wake(waiter)
 
         self.request = Request(self.prompt_ids, self.params, lambda events: loop.call_soon_threadsafe(arrive, events),
                                eos_token_id=self.served.eos_token_id)
@@ -138,9 +138,9 @@ class Generation:
         try:
             while self.finish_reason is None:
                 if not arrived:  # wait for the worker; every half second, see whether the client is still there
-                    waiter[0] = future = loop.create_future()
-                    timer = loop.call_later(0.5, _wake, future)
-                    await future
+                    waiter = loop.create_future()
+                    timer = loop.call_later(0.5, _wake, waiter)
+                    await waiter
                     timer.cancel()
                     if not arrived:
                         if await http.is_disconnected():

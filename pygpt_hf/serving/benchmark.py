@@ -39,6 +39,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engines", type=int, default=1, help="scripts/serve.py --engines, for the batched server")
 
 
+def bench_prompts(vocab_size: int, prompt_tokens: int, n: int = 16) -> list[list[int]]:
+    """n fixed prompts (seeded): <|endoftext|> (id 256), then random ids past the specials."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [[256] + rng.integers(258, vocab_size, prompt_tokens - 1).tolist() for _ in range(n)]
+
+
+def save_bench_tokenizer(folder: str, vocab_size: int) -> None:
+    """A tokenizer trained on the embedded corpus's first 4000 lines, saved in `folder` (the servers load it)."""
+    from pygpt_hf.bpe import train_tokenizer
+
+    corpus = resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt"
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train_tokenizer(lines[:4000], vocab_size=vocab_size, show_progress=False).save_pretrained(folder)
+
+
 def _percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -130,17 +147,12 @@ def _generate_fn(model, prompts, new_tokens: int):
 
 
 def run(args) -> None:
-    import numpy as np
-
     from pygpt_hf import FlaxPyGPTForCausalLM, PyGPTConfig
-    from pygpt_hf.bpe import train_tokenizer
-    corpus = resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt"  # the embedded corpus, for the tokenizer
-    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
         model = FlaxPyGPTForCausalLM(PyGPTConfig(**shape), seed=0)
-        rng = np.random.default_rng(0)
-        prompts = [[256] + rng.integers(258, shape["vocab_size"], args.prompt_tokens - 1).tolist() for _ in range(16)]
+        prompts = bench_prompts(shape["vocab_size"], args.prompt_tokens)
         print(f"\n== {shape_name}: {shape['n_layer']}x{shape['n_embd']}, n_positions {shape['n_positions']}, "
               f"prompt {args.prompt_tokens} + {args.new_tokens} new tokens, {args.requests} requests per client, "
               f"medians of {args.repeats} interleaved rounds", flush=True)
@@ -148,7 +160,7 @@ def run(args) -> None:
         runs, ceiling, texts = {}, [], {}
         with tempfile.TemporaryDirectory(prefix="pygpt-serve-bench-") as folder:
             model.save_pretrained(folder)
-            train_tokenizer(lines[:4000], vocab_size=shape["vocab_size"], show_progress=False).save_pretrained(folder)
+            save_bench_tokenizer(folder, shape["vocab_size"])
             servers = {"batched": _Server(folder, 16, args.steps_per_call, args.engines),
                        "one-at-a-time": _Server(folder, 1, args.steps_per_call)}
             try:

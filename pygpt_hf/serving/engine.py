@@ -266,8 +266,9 @@ class FlaxBatchEngine(Engine):
 
         The steps run on a window of the cache: its first `rows` rows (every live slot: joins take the lowest
         free row) and `window` columns from `window_start` (every live token and the K new columns), copied out
-        once (and only its K new columns written back), so a step costs what the live slots need rather than the whole cache; both sizes
-        are rounded up (ROW_BUCKETS, `decode_windows`), so it compiles a few times (all in `warm_up`).
+        once, with only the K new columns written back, so a step costs what the live slots need rather than
+        the whole cache; both sizes are rounded up (ROW_BUCKETS, `decode_windows`), so it compiles a few times
+        (all in `warm_up`).
         """
         import jax
         import jax.numpy as jnp
@@ -280,7 +281,8 @@ class FlaxBatchEngine(Engine):
         def put_back(path, big, small):  # only the K columns the steps wrote: the rest of the window is unchanged
             if _is_index(path):
                 return big
-            written = jax.lax.dynamic_slice_in_dim(small, pos - window_start, self.steps_per_call, axis=CACHE_TIME_AXIS)
+            written = jax.lax.dynamic_slice_in_dim(small, pos - window_start, self.steps_per_call,
+                                                   axis=CACHE_TIME_AXIS)
             return jax.lax.dynamic_update_slice_in_dim(big, written, pos, axis=CACHE_TIME_AXIS)
 
         full_tokens, full_counters = tokens, counters
