@@ -7,6 +7,7 @@ has been imported (a post-import hook on `sys.meta_path`), or at once for those 
 
     transformers.models.auto.configuration_auto  -> AutoConfig: "pygpt" -> PyGPTConfig
     transformers.models.auto.tokenization_auto   -> AutoTokenizer: PyGPTTokenizer / PyGPTTokenizerFast
+    pygpt_hf.tokenization_pygpt_fast             -> the same, when importing it is what loaded AutoTokenizer
     transformers.models.auto.modeling_flax_auto  -> FlaxAutoModel, FlaxAutoModelForCausalLM
     transformers.models.auto.modeling_auto       -> AutoModel, AutoModelForCausalLM (when torch is installed)
     pygpt_hf.modeling_flax_pygpt                 -> `push_to_hub` writes our model card (model_card.py)
@@ -83,6 +84,11 @@ def _register_config(auto) -> None:
 
 
 def _register_tokenizers(auto) -> None:
+    fast = sys.modules.get(f"{_PACKAGE}.tokenization_pygpt_fast")
+    if fast is not None and not hasattr(fast, "PyGPTTokenizerFast"):
+        # That module is being imported and is what loaded the Auto classes (through tokenization_pygpt's
+        # register_for_auto_class): its class does not exist yet. `_register_tokenizers_after_fast` registers.
+        return
     from .configuration_pygpt import PyGPTConfig
     from .tokenization_pygpt import PyGPTTokenizer
     from .tokenization_pygpt_fast import PyGPTTokenizerFast
@@ -91,6 +97,12 @@ def _register_tokenizers(auto) -> None:
         PyGPTConfig, slow_tokenizer_class=PyGPTTokenizer, fast_tokenizer_class=PyGPTTokenizerFast, exist_ok=True
     )
     _name_a_damaged_tokenizer_config(auto)
+
+
+def _register_tokenizers_after_fast(fast) -> None:
+    auto = sys.modules.get("transformers.models.auto.tokenization_auto")
+    if auto is not None:
+        _register_tokenizers(auto)
 
 
 def _name_a_damaged_tokenizer_config(auto) -> None:
@@ -146,6 +158,7 @@ def _register_lm_eval(lm_eval_registry) -> None:
 REGISTRATIONS: dict[str, Callable] = {
     "transformers.models.auto.configuration_auto": _register_config,
     "transformers.models.auto.tokenization_auto": _register_tokenizers,
+    f"{_PACKAGE}.tokenization_pygpt_fast": _register_tokenizers_after_fast,
     "transformers.models.auto.modeling_flax_auto": _register_flax_models,
     "transformers.models.auto.modeling_auto": _register_torch_models,
     f"{_PACKAGE}.modeling_flax_pygpt": _install_card_writer,

@@ -6,14 +6,15 @@ The algorithm, start to end:
    1-3 digit numbers, punctuation runs, whitespace -- and count each distinct chunk once. Merges never cross
    a chunk boundary, and the rest of training works on ~60k distinct chunks instead of millions of words.
    (This pattern beats GPT-2's: 4.07 vs 3.67 bytes/token at 32k on our gutenberg corpus.)
-2. Each chunk becomes a list of token ids, starting from its UTF-8 bytes (id == byte value).
+2. Each chunk becomes its token ids, starting from its UTF-8 bytes (id == byte value), held as a str with one
+   character per id (`chr(id)`), so that finding and replacing a pair run in C (`merge_word`).
 3. Count every adjacent pair (weighted by chunk frequency) and remember which chunks hold it.
 4. Repeat until the vocabulary is full: take the most frequent pair from a heap, give it a new id, rewrite
    only the chunks that hold it, and adjust the counts of the pairs those chunks lost and gained.
 
 Naive BPE recounts every pair of the whole corpus after each merge (hours for 32k merges). Here one merge
-costs only the chunks it touches: 32k merges on the 6.7 MB gutenberg corpus take ~2.5 s of CPU (0.7 s
-counting chunks, the rest merging), about what `tokenizers`' Rust BpeTrainer spends. Same input -> same
+costs only the chunks it touches: 32k merges on the 6.7 MB gutenberg corpus take ~1.8 s (counting on every
+core ~0.4 s, merging ~1.3 s), within 1.2x of `tokenizers`' Rust BpeTrainer (docs/performance.md, section 5). Same input -> same
 merges, byte for byte: ties between equally frequent pairs go to the smallest (left id, right id).
 
 Token id layout (fixed across the project, so special ids stay put at every vocab size):
@@ -32,15 +33,24 @@ import multiprocessing
 import os
 import sys
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import regex
 from tqdm.auto import tqdm
 
-from .tokenization_pygpt import GPT4_SPLIT_PATTERN, SPECIAL_TOKENS, bytes_to_unicode
-from .tokenization_pygpt_fast import PyGPTTokenizerFast, build_backend_tokenizer
+if TYPE_CHECKING:
+    from .tokenization_pygpt_fast import PyGPTTokenizerFast
+
+# The same split pattern and special tokens as tokenization_pygpt.py's (tests/test_bpe.py checks they are equal).
+# That file travels with checkpoints as remote code, so it cannot import them from here, and importing it
+# imports transformers (~0.6 s), which learning merges never needs: scripts/train_tokenizer.py learns them in a
+# process that has not imported transformers while the main one does (see there).
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|pad|>")
 
 N_BYTES = 256
 FIRST_MERGE_ID = N_BYTES + len(SPECIAL_TOKENS)  # 258
@@ -104,35 +114,34 @@ def _count_batch(pattern: str, texts: list[str]) -> Counter:
 
 
 def merge_word(
-    ids: list[int], a: int, b: int, new_id: int, count: int, pair_counts: dict[tuple[int, int], int]
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """Replace every (a, b) in `ids` (left to right) by `new_id`, and update `pair_counts` by the pairs around
+    word: str, pair: str, new: str, count: int, pair_counts: dict[str, int]
+) -> tuple[str, list[str]]:
+    """Replace every `pair` in `word` (left to right) by `new`, and update `pair_counts` by the pairs around
     each replacement only: x a b y -> x N y loses (x, a), (b, y) and gains (x, N), (N, y), each `count` times.
 
-    Returns the new ids and the pairs gained (all contain `new_id`). The count of (a, b) itself is left
-    alone: the caller drops that pair. Two back-to-back replacements (a b a b -> N N) share the middle pair.
+    A word is a str with one character per token id (`chr(id)`), a pair a str of two: finding a pair is
+    `str.find` and the rewrite is `str.replace`, whose left-to-right, non-overlapping rule is exactly BPE's,
+    so no Python loop runs over the characters in between (this is what makes merging fast in Python).
+
+    Returns the new word and the pairs gained (all contain `new`). The count of `pair` itself is left alone:
+    the caller drops that pair. Two back-to-back replacements (a b a b -> N N) share the middle pair.
     """
-    out: list[int] = []
-    i, n = 0, len(ids)
     gained = []
-    while i < n:
-        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
-            if out:  # left neighbour: (x, a) -> (x, N), or (b, a) -> (N, N) after a replacement
-                pair_counts[ids[i - 1], a] -= count
-                pair = (out[-1], new_id)
-                pair_counts[pair] += count
-                gained.append(pair)
-            if i + 2 < n and not (i + 3 < n and ids[i + 2] == a and ids[i + 3] == b):  # right neighbour
-                pair_counts[b, ids[i + 2]] -= count
-                pair = (new_id, ids[i + 2])
-                pair_counts[pair] += count
-                gained.append(pair)
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out, gained
+    n = len(word)
+    j = word.find(pair)
+    end = -1  # where the previous replacement ended
+    while j >= 0:
+        after = word.find(pair, j + 2)
+        if j > 0:  # left neighbour: (x, a) -> (x, N), or (b, a) -> (N, N) right after a replacement
+            pair_counts[word[j - 1 : j + 1]] -= count
+            gained.append((new if j == end else word[j - 1]) + new)
+        if j + 2 < n and after != j + 2:  # right neighbour, unless the next replacement starts there
+            pair_counts[word[j + 1 : j + 3]] -= count
+            gained.append(new + word[j + 2])
+        end, j = j + 2, after
+    for grown in gained:
+        pair_counts[grown] += count
+    return word.replace(pair, new), gained
 
 
 @contextmanager
@@ -153,11 +162,13 @@ def train_bpe(
     vocab_size: int,
     pattern: str = GPT4_SPLIT_PATTERN,
     show_progress: bool = True,
+    on_counted: Callable[[], None] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """Learn byte-level BPE merges until the vocabulary (bytes + 2 specials + merges) holds `vocab_size` tokens.
 
     Returns the merges in the order learned, as pairs of token byte strings; `layout_vocab` turns them into
-    the id layout above. Stops early (fewer tokens) if the corpus runs out of pairs.
+    the id layout above. Stops early (fewer tokens) if the corpus runs out of pairs. `on_counted` is called
+    between counting, which keeps every core busy, and merging, which keeps one.
     """
     if vocab_size < FIRST_MERGE_ID:
         raise ValueError(
@@ -167,6 +178,8 @@ def train_bpe(
     chunk_counts = count_chunks(texts, pattern, show_progress)
     if not chunk_counts:
         raise ValueError("cannot train a tokenizer on an empty corpus (no text found)")
+    if on_counted is not None:
+        on_counted()
     with _gc_paused():
         return learn_merges(chunk_counts, vocab_size, show_progress)
 
@@ -175,20 +188,23 @@ def learn_merges(
     chunk_counts: dict[str, int], vocab_size: int, show_progress: bool = True
 ) -> list[tuple[bytes, bytes]]:
     """Steps 2-4 of the module docstring, on {chunk: count}."""
-    # words[i]: the token ids of distinct chunk i; counts[i]: how often it occurs. One-byte chunks hold no pair.
-    words: list[list[int]] = []
+    # words[i]: distinct chunk i as one character per token id, starting from its UTF-8 bytes (latin-1 maps
+    # byte b to chr(b)); counts[i]: how often it occurs. One-byte chunks hold no pair.
+    words: list[str] = []
     counts: list[int] = []
     for chunk, count in chunk_counts.items():
-        ids = list(chunk.encode("utf-8"))
-        if len(ids) > 1:
-            words.append(ids)
+        word = chunk.encode("utf-8").decode("latin-1")
+        if len(word) > 1:
+            words.append(word)
             counts.append(count)
 
-    # pair_counts[(a, b)]: occurrences in the corpus; where[(a, b)]: chunks that hold (or once held) the pair.
-    pair_counts: defaultdict[tuple[int, int], int] = defaultdict(int)
-    where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
-    for i, (ids, count) in enumerate(zip(words, counts)):
-        for pair in pairwise(ids):
+    # pair_counts[ab]: occurrences in the corpus; where[ab]: chunks that hold (or once held) the pair. A pair is
+    # the two-character str chr(a) + chr(b), which sorts as the tuple (a, b) does.
+    pair_counts: defaultdict[str, int] = defaultdict(int)
+    where: defaultdict[str, set[int]] = defaultdict(set)
+    for i, (word, count) in enumerate(zip(words, counts)):
+        for j in range(len(word) - 1):
+            pair = word[j : j + 2]
             pair_counts[pair] += count
             where[pair].add(i)
 
@@ -197,7 +213,7 @@ def learn_merges(
     # if it changed. A pair's count only grows when it contains the token just made, and those pairs are
     # pushed right after each merge, so every entry is >= its pair's live count: the first up-to-date entry
     # popped is the best pair.
-    heap = [(-count, a, b) for (a, b), count in pair_counts.items()]
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
     heapq.heapify(heap)
 
     token_bytes = [bytes([i]) for i in range(N_BYTES)] + [t.encode("utf-8") for t in SPECIAL_TOKENS]
@@ -205,14 +221,15 @@ def learn_merges(
     merges: list[tuple[bytes, bytes]] = []
     progress = tqdm(total=vocab_size - len(token_bytes), desc="merging", unit=" merges", disable=not show_progress)
     while len(token_bytes) < vocab_size and heap:
-        neg_count, a, b = heapq.heappop(heap)
-        count = pair_counts.get((a, b), 0)
+        neg_count, pair = heapq.heappop(heap)
+        count = pair_counts.get(pair, 0)
         if count != -neg_count:  # stale entry
             if count > 0:
-                heapq.heappush(heap, (-count, a, b))
+                heapq.heappush(heap, (-count, pair))
             continue
 
         # Should two different merges ever spell the same bytes, they share one id (as in `tokenizers`).
+        a, b = map(ord, pair)
         new_bytes = token_bytes[a] + token_bytes[b]
         new_id = id_of.get(new_bytes)
         if new_id is None:
@@ -221,18 +238,19 @@ def learn_merges(
             progress.update()
         merges.append((token_bytes[a], token_bytes[b]))
 
-        # Rewrite only the chunks holding (a, b), adjusting the counts of the pairs around each replacement.
-        grown: set[tuple[int, int]] = set()
-        for i in where.pop((a, b)):
-            if a not in words[i] or b not in words[i]:  # lost the pair to an earlier merge (cheap, catches most)
+        # Rewrite only the chunks holding the pair, adjusting the counts of the pairs around each replacement.
+        new = chr(new_id)
+        grown: set[str] = set()
+        for i in where.pop(pair):
+            if pair not in words[i]:  # lost the pair to an earlier merge
                 continue
-            words[i], gained = merge_word(words[i], a, b, new_id, counts[i], pair_counts)
-            for pair in gained:
-                where[pair].add(i)
+            words[i], gained = merge_word(words[i], pair, new, counts[i], pair_counts)
+            for gained_pair in gained:
+                where[gained_pair].add(i)
             grown.update(gained)
-        del pair_counts[(a, b)]
-        for pair in grown:
-            heapq.heappush(heap, (-pair_counts[pair], *pair))
+        del pair_counts[pair]
+        for gained_pair in grown:
+            heapq.heappush(heap, (-pair_counts[gained_pair], gained_pair))
     progress.close()
     return merges
 
@@ -258,6 +276,8 @@ def to_vocab_and_merges(merges: list[tuple[bytes, bytes]]) -> tuple[dict[str, in
     Each byte maps to one printable character (`bytes_to_unicode`, e.g. space -> "Ġ"). Printable ASCII maps
     to itself, so the specials read as typed ("<|endoftext|>").
     """
+    from .tokenization_pygpt import bytes_to_unicode
+
     byte_to_char = bytes_to_unicode()
 
     def show(token: bytes) -> str:
@@ -278,6 +298,13 @@ def train_tokenizer(
     >>> tok = train_tokenizer(["some text", "more text"], vocab_size=300)
     >>> tok.save_pretrained("my-tokenizer")  # tokenizer.json, vocab.json, merges.txt, configs
     """
-    vocab, merges = to_vocab_and_merges(train_bpe(texts, vocab_size, show_progress=show_progress))
-    backend = build_backend_tokenizer(vocab, merges)
-    return PyGPTTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length)
+    return tokenizer_from_merges(train_bpe(texts, vocab_size, show_progress=show_progress), model_max_length)
+
+
+def tokenizer_from_merges(merges: list[tuple[bytes, bytes]], model_max_length: int = 512) -> PyGPTTokenizerFast:
+    """The `PyGPTTokenizerFast` of learned merges (as `train_bpe` returns them). Imports transformers."""
+    from .tokenization_pygpt_fast import PyGPTTokenizerFast, build_backend_tokenizer
+
+    vocab, merge_strings = to_vocab_and_merges(merges)
+    return PyGPTTokenizerFast(tokenizer_object=build_backend_tokenizer(vocab, merge_strings),
+                              model_max_length=model_max_length)

@@ -5,8 +5,9 @@
         [--push-to-hub user/name]
 
 --dataset is a local .txt/.json/.jsonl/.parquet file, a folder of them, or a Hub dataset id; it is streamed
-(`datasets`, streaming=True), so it may be larger than memory. The folder is written to a temporary
-sibling and renamed into place only when complete, so a failed run leaves nothing half-written.
+(`datasets`, streaming=True; local .txt and .jsonl files are read line by line), so it may be larger than
+memory. The folder is written to a temporary sibling and renamed into place only when complete, so a failed run
+leaves nothing half-written.
 --strip-labels removes record labels ("### Instruction:", "Response:", ...) from the start of lines first, as
 scripts/train.py --strip-labels does; rows left blank are skipped and counted.
 """
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
 import sys
 
 from pygpt_hf.atomic import atomic_folder
-from pygpt_hf.documents import RowStats, open_source, render_record
+from pygpt_hf.documents import RowStats, read_records, render_record
 from pygpt_hf.labels import DEFAULT_LABELS_FLAG as DEFAULT_STRIP_LABELS
 from pygpt_hf.labels import parse_labels
 
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_texts(dataset: str, text_column: str, split: str, stats: RowStats, strip_labels=None):
     """The dataset's texts, streamed; fails early and by name on a missing file, column or empty dataset."""
     try:
-        records = iter(open_source(dataset, split=split))
+        records = read_records(dataset, split=split)
         first = next(records, None)
     except StopIteration:  # how `datasets` reports an empty json file
         first = None
@@ -75,10 +77,55 @@ def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
     with atomic_folder(output_dir) as staging:  # an existing folder is replaced only with --overwrite
         tokenizer.save_pretrained(staging)
 
+def learn(args: argparse.Namespace, on_counted=None) -> tuple[list[tuple[bytes, bytes]], RowStats]:
+    """Read the dataset and learn the merges: all of training, none of transformers."""
+    from pygpt_hf.bpe import train_bpe
+
+    stats = RowStats()
+    texts = read_texts(args.dataset, args.text_column, args.split, stats, args.strip_labels)
+    try:
+        return train_bpe(texts, args.vocab_size, on_counted=on_counted), stats
+    except ValueError as err:  # e.g. no text at all
+        raise CliError(f"--dataset {args.dataset}: {err} ({stats.summary()})") from err
+
+
+def learn_while_importing_transformers(args: argparse.Namespace) -> tuple[list[tuple[bytes, bytes]], RowStats]:
+    """`learn(args)` in a forked child process, with this one importing transformers (~0.6 s; needed only to
+    save) while the child merges. Counting uses every core and merging one, so the import then costs no wall
+    time. Where fork is not available the two run one after the other."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return learn(args)
+    fork = multiprocessing.get_context("fork")  # the child starts with this process's state: nothing to send
+    receive, send = fork.Pipe(duplex=False)
+    child = fork.Process(target=_learn_and_send, args=(args, send), name="train_tokenizer: learning merges")
+    child.start()
+    send.close()
+    try:
+        kind, *result = receive.recv()
+        if kind == "counted":
+            import pygpt_hf.tokenization_pygpt_fast  # noqa: F401  (the import that overlaps the merging)
+
+            kind, *result = receive.recv()
+    except EOFError:  # the child died without an answer; its traceback is already on stderr
+        child.join()
+        raise CliError(f"learning the merges failed (the process exited with code {child.exitcode})") from None
+    child.join()
+    if kind == "error":
+        raise CliError(result[0])
+    return result[0], result[1]
+
+
+def _learn_and_send(args: argparse.Namespace, send) -> None:
+    try:
+        send.send(("merges", *learn(args, on_counted=lambda: send.send(("counted",)))))
+    except CliError as err:  # sent as text: the parent may not be able to import this script as a module
+        send.send(("error", str(err)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # imported only now, so that --help and argument errors answer at once (it pulls in transformers)
-    from pygpt_hf.bpe import FIRST_MERGE_ID, train_tokenizer
+    # imported only now, so that --help and argument errors answer at once
+    from pygpt_hf.bpe import FIRST_MERGE_ID, tokenizer_from_merges
 
     try:
         if args.vocab_size < FIRST_MERGE_ID:
@@ -89,19 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.path.exists(args.output_dir) and not args.overwrite and os.listdir(args.output_dir):
             raise CliError(f"--output-dir {args.output_dir} exists and is not empty; pass --overwrite to replace it")
         print(f"training a {args.vocab_size}-token byte-level BPE on {args.dataset} (column {args.text_column!r})")
-        stats = RowStats()
-        try:
-            tokenizer = train_tokenizer(
-                read_texts(args.dataset, args.text_column, args.split, stats, args.strip_labels),
-                vocab_size=args.vocab_size,
-                model_max_length=args.model_max_length,
-            )
-        except ValueError as err:  # e.g. no text at all
-            raise CliError(f"--dataset {args.dataset}: {err} ({stats.summary()})") from err
+        merges, stats = learn_while_importing_transformers(args)
     except CliError as err:
         print(f"train_tokenizer.py: error: {err}", file=sys.stderr)
         return 1
 
+    tokenizer = tokenizer_from_merges(merges, args.model_max_length)
     print(f"rows: {stats.summary()}")
     if len(tokenizer) < args.vocab_size:
         print(f"note: the corpus ran out of pairs to merge: {len(tokenizer)} tokens, not {args.vocab_size}")

@@ -178,3 +178,11 @@ print(json.dumps({"pools": pools, "same_counts": counts == serial,
 
 def test_serial_training_learns_todays_merges():
     assert merges_sha256(train_bpe(slice_texts(), 1000, show_progress=False)) == SLICE_1000_MERGES_SHA256
+
+
+def test_training_uses_the_split_and_specials_the_tokenizer_encodes_with():
+    # pygpt_hf.bpe keeps its own copies (so that learning merges never imports transformers)
+    from pygpt_hf import bpe, tokenization_pygpt
+
+    assert bpe.GPT4_SPLIT_PATTERN == tokenization_pygpt.GPT4_SPLIT_PATTERN
+    assert bpe.SPECIAL_TOKENS == tokenization_pygpt.SPECIAL_TOKENS

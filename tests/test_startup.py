@@ -78,3 +78,30 @@ def test_unknown_attribute_is_a_clear_error():
     result = run_python("import json, pygpt_hf\ntry:\n    pygpt_hf.NoSuchThing\nexcept AttributeError as e:\n"
                         "    print(json.dumps(str(e)))")
     assert "pygpt_hf" in result and "NoSuchThing" in result
+
+
+@pytest.mark.parametrize("first_import", ["from pygpt_hf import PyGPTTokenizerFast",
+                                          "import pygpt_hf.tokenization_pygpt_fast",
+                                          "import pygpt_hf.tokenization_pygpt"])
+def test_a_tokenizer_module_imported_first_still_registers_both_classes(first_import):
+    # importing the fast tokenizer first is what loads AutoTokenizer, halfway through that very module
+    code = f"""
+import json
+{first_import}
+from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING
+from pygpt_hf.configuration_pygpt import PyGPTConfig
+print(json.dumps([cls.__name__ for cls in TOKENIZER_MAPPING[PyGPTConfig]]))
+"""
+    assert run_python(code) == ["PyGPTTokenizer", "PyGPTTokenizerFast"]
+
+
+def test_learning_merges_imports_no_transformers():
+    # scripts/train_tokenizer.py learns merges in a process that has not imported transformers (it imports it
+    # meanwhile, for saving): the whole of pygpt_hf.bpe's training path must stay free of it
+    code = """
+import json, sys
+from pygpt_hf.bpe import train_bpe
+merges = train_bpe(["low lower lowest", "new newer newest"], 270, show_progress=False)
+print(json.dumps({"merges": len(merges), "transformers": "transformers" in sys.modules}))
+"""
+    assert run_python(code) == {"merges": 12, "transformers": False}

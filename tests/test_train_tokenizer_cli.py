@@ -115,9 +115,12 @@ def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path, script, capsys):
     empty.write_text("", encoding="utf-8")
     blank = tmp_path / "blank.jsonl"
     blank.write_text(json.dumps({"text": "   "}) + "\n", encoding="utf-8")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"text": "fine"}) + "\n{not json\n", encoding="utf-8")
     out = tmp_path / "tok"
     cases = [
         (["--dataset", str(tmp_path / "missing.jsonl"), "--vocab-size", "300"], "missing.jsonl: no such file"),
+        (["--dataset", str(broken), "--vocab-size", "300"], "broken.jsonl, line 2: not valid JSON"),
         (["--dataset", str(SLICE), "--vocab-size", "257"], "--vocab-size must be at least 258"),
         (["--dataset", str(empty), "--vocab-size", "300"], "is empty"),
         (["--dataset", str(blank), "--vocab-size", "300"], "empty corpus"),
@@ -139,4 +142,18 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, script, capsys):
     assert script.main([*args, "--overwrite"]) == 0
     assert not (out / "precious.txt").exists()
     assert_loads(out, 300)
+    assert_no_debris(tmp_path, "tok")
+
+
+def test_a_crash_while_learning_is_reported_and_writes_nothing(tmp_path, script, capsys, monkeypatch):
+    import pygpt_hf.bpe
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(pygpt_hf.bpe, "train_bpe", crash)  # the forked learning process inherits it
+    out = tmp_path / "tok"
+    assert script.main(["--dataset", str(SLICE), "--vocab-size", "300", "--output-dir", str(out)]) == 1
+    assert "learning the merges failed" in capsys.readouterr().err
+    assert not out.exists()
     assert_no_debris(tmp_path, "tok")
