@@ -6,6 +6,7 @@
     python scripts/benchmark.py tokenizer-encode # our tokenizers vs GPT2Tokenizer / raw tokenizers
     python scripts/benchmark.py eval             # evaluate.py tokens/s vs lm-eval's hf backend (scripts/bench_eval.py)
     python scripts/benchmark.py checkpoint-load  # Flax load's peak memory: one file vs shards (bench_checkpoints.py)
+    python scripts/benchmark.py quality          # bits per byte vs nanoGPT's CPU recipe in its wall time (bench_quality.py)
 
 Absolute numbers drift between runs and machines; the ratios, measured side by side, are the figures.
 """
@@ -138,6 +139,9 @@ def main() -> None:
     import bench_checkpoints
 
     bench_checkpoints.add_args(sub.add_parser("checkpoint-load", help="peak memory of a Flax load: one file vs shards"))
+    import bench_quality
+
+    bench_quality.add_args(sub.add_parser("quality", help="bits per byte vs nanoGPT's CPU recipe in its wall time"))
     from pygpt_hf.serving import benchmark as serve_benchmark
 
     serve_benchmark.add_arguments(sub.add_parser("serve", help="the OpenAI server under load: batched vs one at a time"))
@@ -153,6 +157,8 @@ def main() -> None:
         bench_checkpoints.main(args)
     elif args.command == "serve":
         serve_benchmark.run(args)
+    elif args.command == "quality":
+        bench_quality.main(args)
     else:
         import bench_tokenizer
 

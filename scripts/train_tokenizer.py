@@ -92,8 +92,9 @@ def learn(args: argparse.Namespace, on_counted=None) -> tuple[list[tuple[bytes, 
 def learn_while_importing_transformers(args: argparse.Namespace) -> tuple[list[tuple[bytes, bytes]], RowStats]:
     """`learn(args)` in a forked child process, with this one importing transformers (~0.6 s; needed only to
     save) while the child merges. Counting uses every core and merging one, so the import then costs no wall
-    time. Where fork is not available the two run one after the other."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    time. Where fork is not available, or not safe (jax's threads are running: main() called from a program
+    that uses jax), the two run one after the other."""
+    if "fork" not in multiprocessing.get_all_start_methods() or "jax" in sys.modules:
         return learn(args)
     fork = multiprocessing.get_context("fork")  # the child starts with this process's state: nothing to send
     receive, send = fork.Pipe(duplex=False)
