@@ -124,9 +124,10 @@ def train_peer(train_file: Path, out: Path, iters: int) -> float:
 
 
 def bits_per_byte(folder: Path, framework: str, held_out: list[str]) -> float:
-    import warnings
+    import logging
 
-    warnings.filterwarnings("ignore", message="TensorFlow and JAX classes are deprecated")  # transformers 4.57
+    notice = "TensorFlow and JAX classes are deprecated"  # transformers 4.57 logs it once per process
+    logging.getLogger("transformers.modeling_flax_utils").addFilter(lambda record: notice not in record.getMessage())
     from pygpt_hf.evaluation.loading import load_eval_model
     from pygpt_hf.evaluation.perplexity import score_text
 
