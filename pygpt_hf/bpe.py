@@ -14,8 +14,8 @@ The algorithm, start to end:
 
 Naive BPE recounts every pair of the whole corpus after each merge (hours for 32k merges). Here one merge
 costs only the chunks it touches: 32k merges on the 6.7 MB gutenberg corpus take ~1.8 s (counting on every
-core ~0.4 s, merging ~1.3 s), within 1.2x of `tokenizers`' Rust BpeTrainer (docs/performance.md, section 5). Same input -> same
-merges, byte for byte: ties between equally frequent pairs go to the smallest (left id, right id).
+core ~0.4 s, merging ~1.3 s), within 1.2x of `tokenizers`' Rust BpeTrainer (docs/performance.md, section 5).
+Same input -> same merges, byte for byte: ties between equally frequent pairs go to the smallest (left id, right id).
 
 Token id layout (fixed across the project, so special ids stay put at every vocab size):
     0..255  the single bytes (id == byte value)

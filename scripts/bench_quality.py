@@ -21,6 +21,7 @@ training split with `--max-minutes` set to the peer's wall time, and both are sc
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import shlex
@@ -58,17 +59,15 @@ def train_peer(train_file: Path, out: Path, iters: int) -> float:
 
     from pygpt_hf.bpe import train_tokenizer
     from pygpt_hf.configuration_pygpt import PyGPTConfig
+    from pygpt_hf.evaluation.perplexity import document_ids
     from pygpt_hf.modeling_pygpt import PyGPTForCausalLM
 
     block, batch, eval_interval, eval_iters = 64, 12, 250, 20
     lr, min_lr, warmup, decay_iters = 1e-3, 1e-4, 100, iters
     paragraphs = train_file.read_text(encoding="utf-8").split("\n\n")
     tokenizer = train_tokenizer(paragraphs, vocab_size=258, model_max_length=block, show_progress=False)  # bytes
-    ids = [tokenizer.eos_token_id]
-    for text in paragraphs:
-        ids += tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        ids.append(tokenizer.eos_token_id)
-    data = np.asarray(ids, dtype=np.int64)
+    # one stream, each paragraph after <|endoftext|>: the documents as training packs them and scoring reads them
+    data = np.asarray([i for text in paragraphs for i in document_ids(tokenizer, text)], dtype=np.int64)
     cut = int(0.9 * len(data))  # nanoGPT's own train/val split, for its in-run evaluation
     splits = {"train": torch.from_numpy(data[:cut]), "val": torch.from_numpy(data[cut:])}
 
@@ -124,10 +123,6 @@ def train_peer(train_file: Path, out: Path, iters: int) -> float:
 
 
 def bits_per_byte(folder: Path, framework: str, held_out: list[str]) -> float:
-    import logging
-
-    notice = "TensorFlow and JAX classes are deprecated"  # transformers 4.57 logs it once per process
-    logging.getLogger("transformers.modeling_flax_utils").addFilter(lambda record: notice not in record.getMessage())
     from pygpt_hf.evaluation.loading import load_eval_model
     from pygpt_hf.evaluation.perplexity import score_text
 
@@ -136,6 +131,8 @@ def bits_per_byte(folder: Path, framework: str, held_out: list[str]) -> float:
 
 
 def main(args: argparse.Namespace) -> None:
+    notice = "TensorFlow and JAX classes are deprecated"  # transformers 4.57 logs it when a Flax model loads
+    logging.getLogger("transformers.modeling_flax_utils").addFilter(lambda record: notice not in record.getMessage())
     keep = Path(args.keep) if args.keep else None
     with tempfile.TemporaryDirectory() as tmp:
         work = keep or Path(tmp)
@@ -146,7 +143,7 @@ def main(args: argparse.Namespace) -> None:
               f"{len(held_out)} held-out paragraphs ({held_bytes:,} bytes)")
 
         peer_dir = work / "peer"
-        peer_seconds = _in_subprocess("peer", train_file, peer_dir, args.peer_iters)
+        peer_seconds = _train_peer_in_subprocess(train_file, peer_dir, args.peer_iters)
         print(f"peer (nanoGPT's CPU shakespeare-char recipe, {args.peer_iters} iters): {peer_seconds:.1f} s")
 
         ours_dir = work / "ours"
@@ -169,14 +166,14 @@ def main(args: argparse.Namespace) -> None:
         print(f"ours / peer = {ours_bpb / peer_bpb:.3f} (target <= {TARGET}: at least 20% fewer bits per byte)")
 
 
-def _in_subprocess(what: str, train_file: Path, out: Path, iters: int) -> float:
+def _train_peer_in_subprocess(train_file: Path, out: Path, iters: int) -> float:
     """Train the peer in a fresh process (torch alone, no jax threads beside it); returns its seconds."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_quality as b; "
             f"print('SECONDS', b.train_peer(b.Path({str(train_file)!r}), b.Path({str(out)!r}), {iters}))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
-        raise SystemExit(f"the {what} run failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"the peer run failed:\n{done.stderr[-4000:]}")
     for line in done.stdout.splitlines():
         if line.startswith("peer step"):
             print("  " + line)

@@ -77,6 +77,7 @@ def save_atomically(tokenizer, output_dir: str, overwrite: bool) -> None:
     with atomic_folder(output_dir) as staging:  # an existing folder is replaced only with --overwrite
         tokenizer.save_pretrained(staging)
 
+
 def learn(args: argparse.Namespace, on_counted=None) -> tuple[list[tuple[bytes, bytes]], RowStats]:
     """Read the dataset and learn the merges: all of training, none of transformers."""
     from pygpt_hf.bpe import train_bpe

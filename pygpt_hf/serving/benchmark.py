@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
 SHAPES = {"default": {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 128, "vocab_size": 1024},
@@ -50,9 +49,10 @@ def bench_prompts(vocab_size: int, prompt_tokens: int, n: int = 16) -> list[list
 def save_bench_tokenizer(folder: str, vocab_size: int) -> None:
     """A tokenizer trained on the embedded corpus's first 4000 lines, saved in `folder` (the servers load it)."""
     from pygpt_hf.bpe import train_tokenizer
+    from pygpt_hf.documents import embedded_corpus_path
 
-    corpus = resources.files("pygpt_hf") / "data" / "tinyshakespeare.txt"
-    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = Path(embedded_corpus_path()).read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
     train_tokenizer(lines[:4000], vocab_size=vocab_size, show_progress=False).save_pretrained(folder)
 
 
